@@ -1,0 +1,180 @@
+"""The lake: one root URI, every path in it, and atomic Parquet reads and writes.
+
+Layout (relative to the root; see docs/architecture.md)::
+
+    features/<feature_set>/part-<digest>.parquet           one row per video
+    labels/<dataset>/v<NNNN>/labels.parquet                 one row per video of a dataset version
+    labels/<dataset>/v<NNNN>/dataset.json                   class list, digest, provenance
+    detections/model=<name>-v<ver>/date=YYYY-MM-DD/part-<run>-<shard>.parquet
+    manifests/<job>/<run_id>.parquet                         per-input status of a job run
+    checkpoints/<run_name>/...                               Ray Train checkpoints
+    mlflow.db, mlflow-artifacts/                              embedded MLflow (local lakes only)
+
+This module is the only code that puts lake paths together. Writes are atomic: a local file
+is written under a temporary name and renamed; an object store receives a single put, which
+becomes visible only when complete. Names are deterministic in their inputs so retries and
+reruns overwrite rather than duplicate.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from star_core.io import fs as fsmod
+from star_core.io.schemas import SchemaError, check_schema
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-=]*$")
+
+
+def check_name(kind: str, name: str) -> str:
+    """Names that become path components: letters, digits, '.', '_', '-', '='."""
+    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+        raise ValueError(f"invalid {kind} name {name!r}: use letters, digits, '.', '_', '-'")
+    return name
+
+
+@dataclass
+class Lake:
+    """A lake rooted at ``uri`` (local path, ``file://``, ``memory://`` or ``s3://bucket/prefix``)."""
+
+    uri: str
+    endpoint_url: str | None = None
+    fs: fsspec.AbstractFileSystem = field(init=False, repr=False)
+    root: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.uri = str(self.uri).rstrip("/")
+        self.fs, self.root = fsmod.resolve(self.uri, self.endpoint_url)
+
+    # ----- paths -------------------------------------------------------------------------
+    @property
+    def is_local(self) -> bool:
+        return fsmod.is_local(self.fs)
+
+    def path(self, *parts: str) -> str:
+        """Filesystem path (no protocol) of a lake-relative location."""
+        return "/".join([self.root, *[p.strip("/") for p in parts if p]])
+
+    def url(self, *parts: str) -> str:
+        """Full URI (with protocol) of a lake-relative location."""
+        path = self.path(*parts)
+        if self.is_local:
+            return path
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        return f"{protocol}://{path}"
+
+    def features_dir(self, feature_set: str) -> str:
+        return self.path("features", check_name("feature set", feature_set))
+
+    def labels_dir(self, dataset: str, version: int | None = None) -> str:
+        base = self.path("labels", check_name("dataset", dataset))
+        return base if version is None else f"{base}/v{int(version):04d}"
+
+    def detections_dir(self, model_name: str, model_version: str | int | None = None, date: str | None = None) -> str:
+        base = self.path("detections")
+        if model_version is None:
+            return base
+        part = f"{base}/model={check_name('model', model_name)}-v{model_version}"
+        return part if date is None else f"{part}/date={check_name('date', date)}"
+
+    def manifest_path(self, job: str, run_id: str) -> str:
+        return self.path("manifests", check_name("job", job), f"{check_name('run id', run_id)}.parquet")
+
+    def checkpoints_dir(self, run_name: str) -> str:
+        return self.path("checkpoints", check_name("run name", run_name))
+
+    def mlflow_db_path(self) -> str:
+        return self.path("mlflow.db")
+
+    # ----- primitive I/O ---------------------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        return self.fs.exists(path)
+
+    def list_files(self, directory: str, suffix: str = ".parquet") -> list[str]:
+        """Files under ``directory`` (recursive), sorted; temporary files are never listed."""
+        if not self.fs.exists(directory):
+            return []
+        found = self.fs.find(directory)
+        return sorted(p for p in found if p.endswith(suffix) and "/_tmp-" not in p and not p.rsplit("/", 1)[-1].startswith(("_tmp-", ".")))
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Atomically write ``data`` to ``path`` (temp + rename locally; single put on object stores)."""
+        parent = path.rsplit("/", 1)[0]
+        if self.is_local:
+            self.fs.makedirs(parent, exist_ok=True)
+            tmp = f"{parent}/_tmp-{uuid.uuid4().hex}"
+            with self.fs.open(tmp, "wb") as fh:
+                fh.write(data)
+            import os
+
+            os.replace(tmp, path)  # atomic on POSIX, overwrites a previous version
+        else:
+            self.fs.pipe_file(path, data)
+
+    def read_bytes(self, path: str) -> bytes:
+        return self.fs.cat_file(path)
+
+    def write_json(self, path: str, obj: Any) -> None:
+        self.write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+    def read_json(self, path: str) -> Any:
+        return json.loads(self.read_bytes(path))
+
+    def write_table(self, path: str, table: pa.Table, schema: pa.Schema | None = None) -> None:
+        """Atomically write one Parquet file, cast to ``schema`` (which stamps its version)."""
+        if schema is not None:
+            table = conform(table, schema, where=path)
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        self.write_bytes(path, buf.getvalue())
+
+    def read_table(self, path: str, schema: pa.Schema | None = None, columns: list[str] | None = None) -> pa.Table:
+        """Read one Parquet file, checking its schema version when ``schema`` is given."""
+        with self.fs.open(path, "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            if schema is not None:
+                check_schema(pf.schema_arrow, schema, where=self._display(path))
+            return pf.read(columns=columns)
+
+    def read_tables(self, paths: Iterable[str], schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
+        tables = [self.read_table(p, schema, columns) for p in paths]
+        if not tables:
+            empty = schema.empty_table()
+            return empty.select(columns) if columns else empty
+        return pa.concat_tables(tables)
+
+    def delete(self, path: str) -> None:
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
+
+    def _display(self, path: str) -> str:
+        return path if self.is_local else f"{self.url()}{path[len(self.root):]}"
+
+
+def conform(table: pa.Table, schema: pa.Schema, where: str = "table") -> pa.Table:
+    """Select and cast ``table``'s columns to ``schema`` (adding null columns for nullable fields)."""
+    arrays = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            try:
+                col = col.cast(f.type) if col.type != f.type else col
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SchemaError(f"{where}: column {f.name!r} cannot be cast to {f.type}: {exc}") from None
+            if not f.nullable and col.null_count:
+                raise SchemaError(f"{where}: column {f.name!r} has {col.null_count} nulls")
+            arrays.append(col)
+        elif f.nullable:
+            arrays.append(pa.nulls(table.num_rows, f.type))
+        else:
+            raise SchemaError(f"{where}: required column {f.name!r} is missing")
+    return pa.Table.from_arrays(arrays, schema=schema)

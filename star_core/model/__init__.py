@@ -1,0 +1,1 @@
+"""STAR network: action assembler (attention, permissive coverage, RAM) and LSTM label generator."""

@@ -1,0 +1,54 @@
+"""Typed configs of the STAR network and its losses (paper Sec. 3.1 and 3.3).
+
+Every open point of the paper (see docs/model.md and STAR_NOTES.md) is a named field here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden_dim: int = 512  # LSTM hidden size (h_t)
+    attn_dim: int = 256  # attention projection size (W_α h, U_α s)
+    label_embed_dim: int = 64  # embedding of y_{t-1} fed to the LSTM (Eq. 4)
+    dropout: float = 0.2  # drop probability on segment features (paper "0.8", read as keep-prob; open point 8)
+    use_coverage: bool = True  # permissive coverage gate, Eq. 6-7 (Table 1 "Coverage")
+    use_ram: bool = True  # repetition alignment module, Eq. 8-9 (Table 1 "RAM")
+    coverage_gate: str = "vector"  # "vector" | "scalar": shape of Z and W_α in Eq. 6 (open point 3)
+    position_norm: str = "unit"  # "unit": positions i/(N-1) in [0,1] and centroid Σα k / Σα (open point 2)
+    assembly_norm: str = "sum"  # "none" (literal Eq. 1) | "sum" (divide by Σα) | "count" (divide by N) (open point 4)
+    label_order: str = "frequency"  # "frequency" (training-set frequency) | "alphabetical" | "first_occurrence" (open point 1)
+    max_steps: int = 4  # decoding steps at inference (plus EOS); training uses the label count + 1
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    beta_sparsity: float = 1e-4  # β, Eq. 15 (Table 1 "Sparsity"; 0 disables)
+    gamma_coverage: float = 1e-4  # γ, Eq. 15 and Eq. 17
+    delta_ram: float = 1e-6  # δ, Eq. 15 and Eq. 18; 0 = train without counts
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 60  # passes over the training split
+    batch_size: int = 16  # videos per step
+    lr: float = 1e-4  # Adam learning rate (paper)
+    weight_decay: float = 5e-4  # Adam weight decay
+    sample_segments: int = 400  # uniform sampling per video (STPN protocol); 0 = all segments
+    seed: int = 0  # seeds torch, numpy and sampling
+    eval_every_epochs: int = 0  # evaluate on the test split every K epochs (0 = only at the end)
+
+
+@dataclass(frozen=True)
+class LocalizeConfig:
+    localizer: str = "attended_gradcam"  # "attention" | "gradcam" | "attended_gradcam" (Table 2)
+    fusion_lambda: float = 0.5  # λ of Eq. 14 (RGB weight)
+    test_segments: int = 0  # 0 = run on all segments at test time; >0 = resample to this many (open point 6)
+    thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # on rank-normalised score (open point 7)
+    min_length_segments: int = 1  # shortest proposal kept
+    class_score_weight: float = 1.0  # final score = Eq.14 mean × p(class)^weight
+    min_class_prob: float = 0.1  # classes decoded with lower fused probability are not localized
+    nms_tiou: float = 0.5  # per-class NMS threshold
+    max_detections_per_video: int = 200  # after NMS

@@ -1,0 +1,26 @@
+"""Typed config of the feature extractor (DeepMind's I3D preprocessing by default)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    fps: float = 25.0  # frames are resampled to this rate by presentation time
+    segment_frames: int = 16  # frames per non-overlapping segment (one feature step)
+    resize_short_side: int = 256  # bilinear resize of the short side before the crop
+    crop_size: int = 224  # centre crop
+    flow: str = "tvl1"  # "tvl1" (DeepMind's) | "farneback" (fast, for quick runs)
+    tail_policy: str = "pad"  # trailing partial segment: "pad" (repeat last frame) | "drop"
+    feat_dim: int = 1024  # per stream
+    batch_segments: int = 8  # segments per I3D forward pass
+    rgb_weights: str | None = None  # path of the RGB I3D weight file (None: random, with a warning)
+    flow_weights: str | None = None  # path of the flow I3D weight file
+
+    def feature_set(self, weights_digest: str = "random") -> str:
+        """Name of the feature set; features of different extractor settings never mix."""
+        key = f"{self.fps:g}|{self.segment_frames}|{self.resize_short_side}|{self.crop_size}|{self.flow}|{self.tail_policy}|{weights_digest}"
+        digest = hashlib.sha1(key.encode()).hexdigest()[:8]
+        return f"i3d-{self.flow}-{self.fps:g}fps-{self.segment_frames}f-{digest}"

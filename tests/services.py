@@ -1,0 +1,134 @@
+"""Real services on loopback for the tests: moto S3, a Ray head, an MLflow server, a Prefect server.
+
+Each is started once per test session (see conftest.py), lazily: a test run that needs none of
+them starts none. On failure to start, the service's log is included in the error.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status < 500:
+                    return
+        except Exception:
+            time.sleep(0.5)
+    tail = log.read_text()[-4000:] if log and log.exists() else ""
+    raise RuntimeError(f"service at {url} did not come up in {timeout_s:.0f} s\n--- log ---\n{tail}")
+
+
+@dataclass
+class Service:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+    url: str
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def log_tail(self, n_chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-n_chars:] if self.log.exists() else ""
+
+
+def start_process(name: str, cmd: list[str], workdir: Path, health_url: str, timeout_s: float, env: dict | None = None) -> Service:
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / f"{name}.log"
+    fh = open(log, "wb")
+    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=workdir, env={**os.environ, **(env or {})}, start_new_session=True)
+    svc = Service(name, proc, log, health_url)
+    try:
+        wait_http(health_url, timeout_s, proc, log)
+    except Exception:
+        svc.stop()
+        raise
+    return svc
+
+
+def start_moto(workdir: Path) -> tuple[object, str]:
+    """moto in server mode on loopback (threaded, in this process); returns (server, endpoint)."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
+    server.start()
+    host, port = server.get_host_and_port()
+    return server, f"http://{host}:{port}"
+
+
+def start_ray_head(workdir: Path) -> tuple[str, str]:
+    """`ray start --head` on loopback; returns (gcs address, dashboard URL)."""
+    port, dash = free_port(), free_port()
+    cmd = [
+        str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2", "--disable-usage-stats",
+        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+        f"--temp-dir={workdir / 'ray'}", "--node-ip-address=127.0.0.1",
+    ]
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(f"ray start failed:\n{out.stdout}\n{out.stderr}")
+    dashboard = f"http://127.0.0.1:{dash}"
+    wait_http(f"{dashboard}/api/version", 60)
+    return f"127.0.0.1:{port}", dashboard
+
+
+def stop_ray() -> None:
+    subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, timeout=60)
+
+
+def start_mlflow(workdir: Path, s3_endpoint: str, bucket: str = "mlflow-artifacts") -> Service:
+    port = free_port()
+    cmd = [
+        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{workdir / 'mlflow-server.db'}", "--artifacts-destination", f"s3://{bucket}",
+    ]
+    env = {"MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
+    return start_process("mlflow", cmd, workdir, f"http://127.0.0.1:{port}/health", 120, env)
+
+
+def start_prefect(workdir: Path) -> Service:
+    port = free_port()
+    home = workdir / "prefect-home"
+    env = {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+    }
+    prefect = shutil.which("prefect", path=str(BIN)) or "prefect"
+    svc = start_process("prefect", [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], workdir, f"http://127.0.0.1:{port}/api/health", 180, env)
+    svc.env = env  # type: ignore[attr-defined]
+    return svc
