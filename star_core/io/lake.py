@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -66,11 +67,7 @@ class Lake:
 
     def url(self, *parts: str) -> str:
         """Full URI (with protocol) of a lake-relative location."""
-        path = self.path(*parts)
-        if self.is_local:
-            return path
-        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
-        return f"{protocol}://{path}"
+        return fsmod.full_url(self.fs, self.path(*parts))
 
     def features_dir(self, feature_set: str) -> str:
         return self.path("features", check_name("feature set", feature_set))
@@ -100,30 +97,50 @@ class Lake:
         return self.fs.exists(path)
 
     def list_files(self, directory: str, suffix: str = ".parquet") -> list[str]:
-        """Files under ``directory`` (recursive), sorted; temporary files are never listed."""
+        """Files under ``directory`` (recursive) ending in ``suffix``, sorted.
+
+        Temporary files of in-flight writes (``_tmp-*``) and hidden files are never listed, and
+        the filesystem's listing cache is dropped first, so files that another process wrote
+        since this process last listed are seen (the s3fs pitfall).
+        """
+        self.fs.invalidate_cache(directory)
         if not self.fs.exists(directory):
             return []
         found = self.fs.find(directory)
-        return sorted(p for p in found if p.endswith(suffix) and "/_tmp-" not in p and not p.rsplit("/", 1)[-1].startswith(("_tmp-", ".")))
+        return sorted(p for p in found if p.endswith(suffix) and not _is_hidden(p[len(directory):]))
 
     def write_bytes(self, path: str, data: bytes) -> None:
-        """Atomically write ``data`` to ``path`` (temp + rename locally; single put on object stores)."""
-        parent = path.rsplit("/", 1)[0]
-        if self.is_local:
-            self.fs.makedirs(parent, exist_ok=True)
-            tmp = f"{parent}/_tmp-{uuid.uuid4().hex}"
-            with self.fs.open(tmp, "wb") as fh:
-                fh.write(data)
-            import os
+        """Atomically write ``data`` to ``path``, replacing any previous version.
 
-            os.replace(tmp, path)  # atomic on POSIX, overwrites a previous version
-        else:
-            self.fs.pipe_file(path, data)
+        Locally the bytes go to a hidden temporary file in the same directory, are fsynced and
+        renamed over ``path`` (readers see the old file or the new one, never a partial one; a
+        failed write removes its temporary file). Object stores receive one put, which becomes
+        visible only when complete.
+        """
+        if _is_hidden(path.rsplit("/", 1)[-1]):
+            raise ValueError(f"{self._display(path)}: lake file names may not start with '_tmp-' or '.'")
+        parent = path.rsplit("/", 1)[0]
+        if not self.is_local:
+            self.fs.pipe_file(path, bytes(data))
+            return
+        os.makedirs(parent, exist_ok=True)
+        tmp = f"{parent}/_tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)  # atomic on POSIX; overwrites a previous version
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
     def read_bytes(self, path: str) -> bytes:
         return self.fs.cat_file(path)
 
     def write_json(self, path: str, obj: Any) -> None:
+        """Atomically write ``obj`` as indented, key-sorted JSON."""
         self.write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
     def read_json(self, path: str) -> Any:
@@ -138,9 +155,17 @@ class Lake:
         self.write_bytes(path, buf.getvalue())
 
     def read_table(self, path: str, schema: pa.Schema | None = None, columns: list[str] | None = None) -> pa.Table:
-        """Read one Parquet file, checking its schema version when ``schema`` is given."""
+        """Read one Parquet file, checking its schema name, version and columns when ``schema`` is given.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            SchemaError: not a Parquet file, or written with another schema (names the file).
+        """
         with self.fs.open(path, "rb") as fh:
-            pf = pq.ParquetFile(fh)
+            try:
+                pf = pq.ParquetFile(fh)
+            except pa.ArrowInvalid as exc:
+                raise SchemaError(f"{self._display(path)}: not a readable Parquet file ({exc})") from None
             if schema is not None:
                 check_schema(pf.schema_arrow, schema, where=self._display(path))
             return pf.read(columns=columns)
@@ -157,7 +182,13 @@ class Lake:
             self.fs.rm(path, recursive=True)
 
     def _display(self, path: str) -> str:
-        return path if self.is_local else f"{self.url()}{path[len(self.root):]}"
+        """The URI of ``path`` as users write it (for error messages)."""
+        return fsmod.full_url(self.fs, path)
+
+
+def _is_hidden(relative: str) -> bool:
+    """A temporary (``_tmp-``) or hidden (``.``) component anywhere in a relative path."""
+    return any(part.startswith(("_tmp-", ".")) for part in relative.split("/") if part)
 
 
 def conform(table: pa.Table, schema: pa.Schema, where: str = "table") -> pa.Table:
@@ -178,3 +209,23 @@ def conform(table: pa.Table, schema: pa.Schema, where: str = "table") -> pa.Tabl
         else:
             raise SchemaError(f"{where}: required column {f.name!r} is missing")
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def video_id_from_uri(uri: str | os.PathLike) -> str:
+    """The video id of a video URI or path: its file name without the last extension.
+
+    ``s3://bucket/archive/2026/cam_01.mp4`` -> ``cam_01``; ``/data/v.x.avi`` -> ``v.x``; for
+    ``http(s)://`` URLs the query string and fragment are dropped first. The one rule every
+    part uses (labels import, extraction, detection), so ids from different places agree.
+
+    Raises:
+        ValueError: the URI names a directory (trailing slash) or has an empty file name.
+    """
+    text = os.fspath(uri).strip().replace("\\", "/")
+    if text.lower().startswith(("http://", "https://")):
+        text = text.split("#", 1)[0].split("?", 1)[0]
+    name = text.rsplit("/", 1)[-1]
+    stem = name.rsplit(".", 1)[0] if "." in name[1:] else name  # ".hidden" keeps its name
+    if not stem:
+        raise ValueError(f"cannot derive a video id from {os.fspath(uri)!r}: no file name")
+    return stem

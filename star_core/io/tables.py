@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections import Counter
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -83,10 +84,30 @@ def table_to_features(table: pa.Table, where: str = "features") -> Iterator[Vide
 
 
 def write_features(lake: Lake, feature_set: str, videos: Sequence[VideoFeatures], extractor_digest: str | None = None) -> str:
-    """Write one shard of feature rows; the file name is a digest of its video ids (reruns overwrite)."""
+    """Write one shard of feature rows atomically.
+
+    The file name is a digest of the shard's sorted video ids, so a retried or rerun shard
+    overwrites its earlier file instead of adding a duplicate.
+
+    Args:
+        lake: the lake.
+        feature_set: name of the feature set (``FeatureConfig.feature_set(...)``).
+        videos: the shard's videos (distinct ids).
+        extractor_digest: digest of the extractor weights, stored with each row.
+
+    Returns:
+        The path of the written shard.
+
+    Raises:
+        ValueError: no videos, or a video id appears twice.
+    """
     if not videos:
         raise ValueError("write_features: no videos")
-    name = f"part-{digest_of(sorted(v.video_id for v in videos))}.parquet"
+    ids = [v.video_id for v in videos]
+    dupes = sorted(vid for vid, n in Counter(ids).items() if n > 1)
+    if dupes:
+        raise ValueError(f"write_features: duplicate video ids in one shard: {dupes[:10]}")
+    name = f"part-{digest_of(sorted(ids))}.parquet"
     path = f"{lake.features_dir(feature_set)}/{name}"
     lake.write_table(path, features_to_table(videos, feature_set, extractor_digest), schemas.FEATURES)
     return path
@@ -95,7 +116,15 @@ def write_features(lake: Lake, feature_set: str, videos: Sequence[VideoFeatures]
 def feature_index(lake: Lake, feature_set: str) -> pa.Table:
     """Small table (video_id, n_segments, duration_s, created_at, path) of every stored video, deduplicated.
 
-    When two shards hold the same video (a rerun that sharded differently), the newest row wins.
+    When two shards hold the same video (a rerun that sharded differently), the newest row wins
+    (ties: the later path, so the choice is deterministic). Only the small columns are read.
+
+    Args:
+        lake: the lake.
+        feature_set: name of the feature set.
+
+    Returns:
+        One row per video id, sorted by video id; empty when the feature set has no shards.
     """
     cols = ["video_id", "n_segments", "duration_s", "created_at"]
     parts = []
@@ -104,7 +133,7 @@ def feature_index(lake: Lake, feature_set: str) -> pa.Table:
         parts.append(t.append_column("path", pa.array([path] * t.num_rows, pa.string())))
     if not parts:
         return pa.table({c: pa.array([], schemas.FEATURES.field(c).type) for c in cols} | {"path": pa.array([], pa.string())})
-    table = pa.concat_tables(parts).sort_by([("video_id", "ascending"), ("created_at", "descending")])
+    table = pa.concat_tables(parts).sort_by([("video_id", "ascending"), ("created_at", "descending"), ("path", "descending")])
     ids = table.column("video_id").to_pylist()
     keep = [i for i, vid in enumerate(ids) if i == 0 or ids[i - 1] != vid]
     return table.take(pa.array(keep, pa.int64()))
@@ -258,17 +287,49 @@ def list_datasets(lake: Lake) -> list[dict]:
 
 # ----- manifests -----------------------------------------------------------------------------
 def manifest_row(job: str, run_id: str, input: str, status: str, reason: str | None = None, duration_s: float | None = None, n_segments: int | None = None, output: str | None = None) -> dict:
+    """One manifest row (status ``done`` / ``failed`` / ``skipped``), stamped with the current time.
+
+    Raises:
+        ValueError: unknown status.
+    """
     if status not in schemas.MANIFEST_STATUSES:
         raise ValueError(f"manifest status must be one of {schemas.MANIFEST_STATUSES}, got {status!r}")
     return {"job": job, "run_id": run_id, "input": input, "status": status, "reason": reason, "duration_s": duration_s, "n_segments": n_segments, "output": output, "finished_at": utc_now()}
 
 
 def write_manifest(lake: Lake, job: str, run_id: str, rows: Sequence[dict]) -> str:
+    """Atomically write (or replace) the manifest of one job run.
+
+    A long job may call this repeatedly with the rows so far: each call replaces the file, so
+    a killed run leaves a manifest of everything it finished.
+
+    Returns:
+        The manifest's path (``manifests/<job>/<run_id>.parquet``).
+
+    Raises:
+        ValueError: a row has an unknown status.
+    """
+    bad = sorted({str(r.get("status")) for r in rows if r.get("status") not in schemas.MANIFEST_STATUSES})
+    if bad:
+        raise ValueError(f"manifest {job}/{run_id}: unknown status {bad}; use one of {schemas.MANIFEST_STATUSES}")
     path = lake.manifest_path(job, run_id)
     table = pa.Table.from_pylist(list(rows), schema=schemas.MANIFEST) if rows else schemas.MANIFEST.empty_table()
     lake.write_table(path, table, schemas.MANIFEST)
     return path
 
 
+def read_manifest(lake: Lake, job: str, run_id: str) -> pa.Table:
+    """The manifest of one run.
+
+    Raises:
+        FileNotFoundError: the run wrote no manifest.
+    """
+    path = lake.manifest_path(job, run_id)
+    if not lake.exists(path):
+        raise FileNotFoundError(f"no manifest for {job} run {run_id!r} at {lake._display(path)}")
+    return lake.read_table(path, schemas.MANIFEST)
+
+
 def read_manifests(lake: Lake, job: str) -> pa.Table:
+    """All manifests of a job, every run concatenated (run_id column tells them apart)."""
     return lake.read_tables(lake.list_files(lake.path("manifests", check_name("job", job))), schemas.MANIFEST)
