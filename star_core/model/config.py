@@ -21,6 +21,10 @@ class ModelConfig:
     assembly_norm: str = "sum"  # "none" (literal Eq. 1) | "sum" (divide by Σα) | "count" (divide by N) (open point 4)
     label_order: str = "frequency"  # "frequency" (training-set frequency) | "alphabetical" | "first_occurrence" (open point 1)
     max_steps: int = 4  # decoding steps at inference (plus EOS); training uses the label count + 1
+    coverage_start: str = "learned"  # centroid used at t=1 (no α_0): "learned" scalar | "neutral" (gate open, COV=1) (open point 2)
+    coverage_shared_w: bool = False  # True: Eq. 6 reuses W_α h_{t-1} of Eq. 7 literally; False: own projection W_cov
+    energy_temperature: float = 1.0  # α = σ(ê / τ); 1 = paper (beyond-paper option, STAR_NOTES pitfalls)
+    ram_init_scale: float = 0.05  # initial W_r in Eq. 8 (RAM_t = W_r Σσ(ê) + b_r)
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class TrainConfig:
     sample_segments: int = 400  # uniform sampling per video (STPN protocol); 0 = all segments
     seed: int = 0  # seeds torch, numpy and sampling
     eval_every_epochs: int = 0  # evaluate on the test split every K epochs (0 = only at the end)
+    grad_clip_norm: float = 10.0  # clip the global grad norm per stream (0 = off)
+    sample_jitter: bool = True  # random offset inside each of the uniform bins when sampling segments
 
 
 @dataclass(frozen=True)
@@ -52,3 +58,6 @@ class LocalizeConfig:
     min_class_prob: float = 0.1  # classes decoded with lower fused probability are not localized
     nms_tiou: float = 0.5  # per-class NMS threshold
     max_detections_per_video: int = 200  # after NMS
+    threshold_space: str = "rank"  # "rank" (percentile) | "log" (min-max of log score) | "linear" (min-max) (open point 7)
+    proposal_score: str = "mean"  # "mean" (Eq. 14) | "contrast" (Eq. 14 mean minus mean of the flanks, beyond paper)
+    max_steps: int = 0  # decoding steps at detection (0 = the model's max_steps)
