@@ -1,0 +1,108 @@
+"""The ``star`` flow: one flow, two modes, two deployments (``star/train``, ``star/nightly-detect``).
+
+A recipe over the job functions (``jobs.extract``, ``jobs.train``, ``jobs.detect``), which do the
+heavy work on Ray (the cluster of ``RAY_ADDRESS`` / ``resources.ray_address``, else a local Ray).
+Ray never calls Prefect: each task calls one job function and returns a small summary dict.
+
+train:          plan-features -> extract (only missing) -> train (Ray Train; evaluates on the test
+                split; registers the model and moves the alias when it wins) -> summary artifact
+nightly-detect: extract (new videos under videos_uri; the job skips videos with features) ->
+                detect (videos without detections for the alias's model version) -> summary artifact
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows import report, tasks
+from flows.params import Mode, Resources, resolve_lake_uri
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except Exception:  # called outside a run (e.g. .fn() in a unit test)
+        return logging.getLogger("star.flows")
+
+
+@flow(name="star", description="STAR: train (features -> train -> evaluate -> register) or nightly detection.", validate_parameters=True)
+def star(
+    mode: Mode = "train",
+    dataset: str = "thumos14",
+    lake_uri: str | None = None,
+    model_name: str = "star",
+    alias: str = "champion",
+    videos_uri: str | None = None,
+    feature_set: str | None = None,
+    epochs: int | None = None,
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+    resources: Resources = Resources(),
+) -> dict[str, Any]:
+    """Train a model or run nightly detection; returns the run's summary (also a Prefect artifact).
+
+    Args:
+        mode: ``"train"`` or ``"nightly-detect"``.
+        dataset: dataset (labels) in the lake to train on (train mode).
+        lake_uri: lake root (local path or ``s3://bucket/prefix``); None: ``STAR_LAKE_URI`` of the worker.
+        model_name: MLflow registered model name.
+        alias: alias moved to a better model (train) / used to pick the model (nightly-detect).
+        videos_uri: new videos to extract first (prefix, glob or list file); train mode extracts
+            the dataset's own ``source_uri`` videos that lack features instead.
+        feature_set: feature set to read and write; None: the one the extractor config names.
+        epochs: training epochs (shortcut for ``train.epochs=N``).
+        config_path: YAML/JSON ``StarConfig`` file; ``overrides`` are dotted ``section.key=value``.
+        resources: Ray workers, GPU use, model actors, Ray address, per-step timeout.
+
+    Returns:
+        The summary dict: counts per step, model name/version/alias, mAP table (train) or
+        detections written (nightly-detect).
+    """
+    log = _logger()
+    lake = resolve_lake_uri(lake_uri)
+    settings = tasks.JobSettings(
+        lake_uri=lake,
+        feature_set=feature_set,
+        config_path=config_path,
+        overrides=tuple(overrides or ()) + ((f"train.epochs={int(epochs)}",) if epochs is not None else ()),
+        resources=resources,
+    )
+    log.info("star %s on lake %s", mode, lake)
+    if mode == "train":
+        summary = _train(settings, dataset, model_name, alias)
+    elif mode == "nightly-detect":
+        summary = _nightly_detect(settings, model_name, alias, videos_uri)
+    else:  # unreachable through Prefect's validation; kept for direct .fn() calls
+        raise ValueError(f"mode must be 'train' or 'nightly-detect', got {mode!r}")
+    report.publish(summary)
+    log.info("summary: %s", {k: v for k, v in summary.items() if k not in ("extract", "detect")})
+    return summary
+
+
+def _train(settings: tasks.JobSettings, dataset: str, model_name: str, alias: str) -> dict[str, Any]:
+    plan = tasks.plan_features(settings, dataset)
+    summary: dict[str, Any] = {"mode": "train", "lake_uri": settings.lake_uri, **plan.summary()}
+    if plan.missing_uris:
+        timeout = settings.resources.timeout_s
+        summary["extract"] = tasks.extract.with_options(timeout_seconds=timeout)(settings, plan.missing_uris)
+    summary.update(tasks.train.with_options(timeout_seconds=settings.resources.timeout_s)(settings, dataset, model_name, alias))
+    return summary
+
+
+def _nightly_detect(settings: tasks.JobSettings, model_name: str, alias: str, videos_uri: str | None) -> dict[str, Any]:
+    timeout = settings.resources.timeout_s
+    model_uri = f"models:/{model_name}@{alias}"
+    summary: dict[str, Any] = {"mode": "nightly-detect", "lake_uri": settings.lake_uri, "model_uri": model_uri, "videos_uri": videos_uri}
+    feature_set = settings.feature_set
+    if videos_uri:
+        # New videos: the extract job skips those that already have features in the feature set.
+        summary["extract"] = tasks.extract.with_options(timeout_seconds=timeout)(settings, videos_uri)
+        feature_set = summary["extract"].get("feature_set") or feature_set
+    # Every video of the feature set without detections for the alias's current model version:
+    # the new ones, plus any that failed or were missed on earlier nights.
+    det = tasks.detect.with_options(timeout_seconds=timeout)(settings, model_uri, feature_set)
+    summary.update(model_name=det["model_name"], model_version=det["model_version"], feature_set=det["feature_set"], detect=det)
+    return summary

@@ -1,0 +1,71 @@
+"""Pieces of the flow that run without Prefect's engine: parameters, summaries, the run-flow CLI parsing."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from flows import report
+from flows.params import Resources, resolve_lake_uri
+
+
+def test_resolve_lake_uri_param_env_and_relative(monkeypatch, tmp_path):
+    monkeypatch.delenv("STAR_LAKE_URI", raising=False)
+    with pytest.raises(ValueError, match="STAR_LAKE_URI"):
+        resolve_lake_uri(None)
+    monkeypatch.setenv("STAR_LAKE_URI", "s3://star/lake")
+    assert resolve_lake_uri(None) == "s3://star/lake"
+    assert resolve_lake_uri("s3://other/x") == "s3://other/x"
+    monkeypatch.chdir(tmp_path)
+    assert resolve_lake_uri("rel-lake") == os.path.join(str(tmp_path), "rel-lake")
+
+
+def test_resources_validated():
+    assert Resources(workers=2).workers == 2
+    with pytest.raises(ValueError):
+        Resources(workers=0)
+    with pytest.raises(ValueError):
+        Resources(wrokers=2)  # typo: extra keys are rejected
+
+
+def test_map_table_markdown():
+    md = report.map_table_markdown({"0.1": 50.0, "0.3": 30.25, "0.5": 10.0}, 30.0, 20.5)
+    head, rule, row = md.splitlines()
+    assert head == "| mAP@0.1 | mAP@0.3 | mAP@0.5 | avg 0.1:0.5 | avg 0.1:0.7 |"
+    assert row == "| 50.00 | 30.25 | 10.00 | 30.00 | 20.50 |"
+    assert rule.count("|") == 6
+
+
+def test_train_and_detect_markdown_carry_the_numbers():
+    train = {
+        "mode": "train", "dataset": "toy", "dataset_version": 2, "lake_uri": "s3://star/l", "feature_set": "fs", "videos": 8,
+        "videos_train": 6, "videos_test": 2, "videos_with_features": 8, "extract": {"done": 0, "failed": 1, "failures": [{"input": "s3://v/bad.mp4", "reason": "DecodeError"}]},
+        "model": {"name": "star", "version": "3", "alias": "champion", "alias_set": True}, "map": {"0.1": 12.5}, "avg_0.1_0.5": 12.5, "avg_0.1_0.7": 9.0,
+    }
+    md = report.train_markdown(train)
+    assert "toy v2" in md and "`star` version 3" in md and "`@champion` moved to this version" in md
+    assert "| 12.50 | 12.50 | 9.00 |" in md and "s3://v/bad.mp4" in md
+    det = {"mode": "nightly-detect", "model_uri": "models:/star@champion", "model_name": "star", "model_version": "3", "detect": {"done": 4, "failed": 1, "skipped": 7, "detections": 19, "outputs": ["s3://star/l/detections/model=star-v3/date=2026-11-28"]}}
+    md = report.detect_markdown(det)
+    assert "4 videos processed, 1 failed, 7 already done" in md and "detections written: 19" in md and "date=2026-11-28" in md
+    assert report.counts_rows(det) == [{"step": "detect", "done": 4, "failed": 1, "skipped": 7}]
+
+
+def test_run_flow_param_parsing():
+    from jobs.cli import CommandError
+    from jobs.commands.run_flow import parse_params
+
+    got = parse_params(["epochs=5", "lake_uri=s3://star/lake", "resources.workers=2", "resources.gpu=true", "overrides=[\"train.lr=0.001\"]"])
+    assert got == {"epochs": 5, "lake_uri": "s3://star/lake", "resources": {"workers": 2, "gpu": True}, "overrides": ["train.lr=0.001"]}
+    with pytest.raises(CommandError, match="KEY=VALUE"):
+        parse_params(["epochs"])
+    with pytest.raises(CommandError, match="first argument"):
+        parse_params(["mode=train"])
+
+
+def test_run_flow_rejects_unknown_parameter(capsys):
+    from jobs.cli import main
+
+    assert main(["run-flow", "train", "--param", "epoch=3"]) == 2
+    assert "unknown flow parameter(s) epoch" in capsys.readouterr().err
