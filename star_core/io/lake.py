@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from star_core.io import fs as fsmod
+from star_core.io.inputs import video_id_from_uri  # noqa: F401  (re-export: the one naming rule lives with input listing)
 from star_core.io.schemas import SchemaError, check_schema
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-=]*$")
@@ -210,22 +211,3 @@ def conform(table: pa.Table, schema: pa.Schema, where: str = "table") -> pa.Tabl
             raise SchemaError(f"{where}: required column {f.name!r} is missing")
     return pa.Table.from_arrays(arrays, schema=schema)
 
-
-def video_id_from_uri(uri: str | os.PathLike) -> str:
-    """The video id of a video URI or path: its file name without the last extension.
-
-    ``s3://bucket/archive/2026/cam_01.mp4`` -> ``cam_01``; ``/data/v.x.avi`` -> ``v.x``; for
-    ``http(s)://`` URLs the query string and fragment are dropped first. The one rule every
-    part uses (labels import, extraction, detection), so ids from different places agree.
-
-    Raises:
-        ValueError: the URI names a directory (trailing slash) or has an empty file name.
-    """
-    text = os.fspath(uri).strip().replace("\\", "/")
-    if text.lower().startswith(("http://", "https://")):
-        text = text.split("#", 1)[0].split("?", 1)[0]
-    name = text.rsplit("/", 1)[-1]
-    stem = name.rsplit(".", 1)[0] if "." in name[1:] else name  # ".hidden" keeps its name
-    if not stem:
-        raise ValueError(f"cannot derive a video id from {os.fspath(uri)!r}: no file name")
-    return stem
