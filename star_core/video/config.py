@@ -19,6 +19,16 @@ class FeatureConfig:
     rgb_weights: str | None = None  # path of the RGB I3D weight file (None: random, with a warning)
     flow_weights: str | None = None  # path of the flow I3D weight file
 
+    def __post_init__(self) -> None:
+        if self.flow not in ("tvl1", "farneback"):
+            raise ValueError(f"features.flow must be 'tvl1' or 'farneback', got {self.flow!r}")
+        if self.tail_policy not in ("pad", "drop"):
+            raise ValueError(f"features.tail_policy must be 'pad' or 'drop', got {self.tail_policy!r}")
+        if self.fps <= 0 or self.segment_frames <= 0 or self.batch_segments <= 0:
+            raise ValueError(f"features: fps, segment_frames and batch_segments must be positive (got {self.fps}, {self.segment_frames}, {self.batch_segments})")
+        if self.crop_size <= 0 or self.resize_short_side < self.crop_size:
+            raise ValueError(f"features: need 0 < crop_size <= resize_short_side, got crop_size={self.crop_size}, resize_short_side={self.resize_short_side}")
+
     def feature_set(self, weights_digest: str = "random") -> str:
         """Name of the feature set; features of different extractor settings never mix."""
         key = f"{self.fps:g}|{self.segment_frames}|{self.resize_short_side}|{self.crop_size}|{self.flow}|{self.tail_policy}|{weights_digest}"
