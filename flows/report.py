@@ -55,6 +55,7 @@ def train_markdown(summary: Mapping[str, Any]) -> str:
         f"## star/train: {summary.get('dataset')} v{_fmt(summary.get('dataset_version'))}",
         "",
         f"- lake: `{summary.get('lake_uri')}`",
+        *([f"- labels imported from `{li.get('source')}`: version {li.get('version')} ({'new' if li.get('created') else 'unchanged, no new version'})"] if (li := summary.get("labels_import")) else []),
         f"- feature set: `{summary.get('feature_set')}`",
         f"- videos in the dataset: {_fmt(summary.get('videos'))} (train {_fmt(summary.get('videos_train'))}, test {_fmt(summary.get('videos_test'))})",
         f"- features extracted by this run: {ext.get('done', 0)} (failed {ext.get('failed', 0)}, already present {summary.get('videos_with_features', '-')})",

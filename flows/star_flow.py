@@ -36,6 +36,7 @@ def star(
     model_name: str = "star",
     alias: str = "champion",
     videos_uri: str | None = None,
+    labels_uri: str | None = None,
     feature_set: str | None = None,
     epochs: int | None = None,
     config_path: str | None = None,
@@ -52,7 +53,10 @@ def star(
         alias: alias moved to a better model (train) / used to pick the model (nightly-detect).
         videos_uri: new videos to extract first (prefix, glob or list file); train mode extracts
             the dataset's own ``source_uri`` videos that lack features instead.
-        feature_set: feature set to read and write; None: the one the extractor config names.
+        labels_uri: train: a label file (CSV, JSON Lines, Parquet, ActivityNet JSON) imported as
+            the next version of ``dataset`` first (a no-op when its content is unchanged).
+        feature_set: feature set to read; None: the one the dataset was imported with (public
+            features), else the one the extractor config writes (nightly: the lake's only one).
         epochs: training epochs (shortcut for ``train.epochs=N``).
         config_path: YAML/JSON ``StarConfig`` file; ``overrides`` are dotted ``section.key=value``.
         resources: Ray workers, GPU use, model actors, Ray address, per-step timeout.
@@ -70,9 +74,10 @@ def star(
         overrides=tuple(overrides or ()) + ((f"train.epochs={int(epochs)}",) if epochs is not None else ()),
         resources=resources,
     )
+    settings.star_config()  # a bad config file or override fails the run here, before any job starts
     log.info("star %s on lake %s", mode, lake)
     if mode == "train":
-        summary = _train(settings, dataset, model_name, alias)
+        summary = _train(settings, dataset, model_name, alias, labels_uri)
     elif mode == "nightly-detect":
         summary = _nightly_detect(settings, model_name, alias, videos_uri)
     else:  # unreachable through Prefect's validation; kept for direct .fn() calls
@@ -82,13 +87,16 @@ def star(
     return summary
 
 
-def _train(settings: tasks.JobSettings, dataset: str, model_name: str, alias: str) -> dict[str, Any]:
+def _train(settings: tasks.JobSettings, dataset: str, model_name: str, alias: str, labels_uri: str | None) -> dict[str, Any]:
+    labels = tasks.labels_import(settings, labels_uri, dataset) if labels_uri else None
     plan = tasks.plan_features(settings, dataset)
     summary: dict[str, Any] = {"mode": "train", "lake_uri": settings.lake_uri, **plan.summary()}
+    if labels:
+        summary["labels_import"] = labels
     if plan.missing_uris:
         timeout = settings.resources.timeout_s
         summary["extract"] = tasks.extract.with_options(timeout_seconds=timeout)(settings, plan.missing_uris)
-    summary.update(tasks.train.with_options(timeout_seconds=settings.resources.timeout_s)(settings, dataset, model_name, alias))
+    summary.update(tasks.train.with_options(timeout_seconds=settings.resources.timeout_s)(settings, dataset, plan.feature_set, model_name, alias))
     return summary
 
 

@@ -11,6 +11,7 @@ Timeouts come from ``Resources.timeout_s`` (set per call with ``with_options``).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -21,6 +22,8 @@ from flows.params import Resources
 
 # Seconds between attempts of the steps that can fail transiently (network, Ray node loss).
 RETRY_DELAYS_S = [30, 120]
+# Failures listed in a task's result (all of them are in the job's manifest).
+MAX_FAILURES_LISTED = 100
 # Errors that mean bad input (unknown dataset, schema mismatch, missing file): retrying cannot help.
 PERMANENT_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, ImportError)
 
@@ -64,8 +67,7 @@ class FeaturePlan:
     videos: int
     splits: dict[str, int]
     with_features: int
-    missing_uris: list[str] = field(default_factory=list)
-    missing_without_source: list[str] = field(default_factory=list)
+    missing_uris: list[str] = field(default_factory=list)  # source URIs of the videos to extract
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -77,44 +79,71 @@ class FeaturePlan:
             "videos_test": self.splits.get("test", 0),
             "videos_with_features": self.with_features,
             "videos_to_extract": len(self.missing_uris),
-            "videos_without_source": self.missing_without_source[:50],
         }
 
 
-def _counts(result: Any) -> dict[str, Any]:
-    """Plain counts of a job result (``JobResult``-like object or dict)."""
-    get = result.get if isinstance(result, dict) else (lambda k, d=None: getattr(result, k, d))
-    failures = [dict(f) if isinstance(f, dict) else {"input": getattr(f, "input", str(f)), "reason": getattr(f, "reason", None)} for f in (get("failures") or [])]
-    return {
-        "run_id": get("run_id"),
-        "done": int(get("n_done", get("done", 0)) or 0),
-        "failed": int(get("n_failed", get("failed", 0)) or 0),
-        "skipped": int(get("n_skipped", get("skipped", 0)) or 0),
-        "failures": failures,
-        "manifest": get("manifest_path", get("manifest")),
-        "outputs": list(get("outputs") or []),
-    }
+@task(name="labels-import", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_transient)
+def labels_import(settings: JobSettings, labels_uri: str, dataset: str) -> dict[str, Any]:
+    """Run the label import (``star labels import``): a label file becomes a version of ``dataset``.
+
+    Re-importing the same content is a no-op (the latest version is kept); changed content makes
+    a new version, so the model trained by this run records exactly which labels it saw.
+
+    Args:
+        settings: the run's lake.
+        labels_uri: CSV/TSV, JSON Lines, Parquet or ActivityNet JSON file (local path or URI).
+        dataset: dataset name.
+
+    Returns:
+        Version, whether it was created, videos per split, videos without features.
+    """
+    from star_core.io.labels_import import import_labels
+    from star_core.io.lake import Lake
+
+    r = import_labels(labels_uri, Lake(settings.lake_uri), dataset)
+    return {"dataset": r.dataset, "version": r.version, "created": r.created, "source": r.source, "n_videos": r.n_videos, "splits": dict(r.splits), "without_features": len(r.without_features), "warnings": list(r.warnings)[:20]}
 
 
 @task(name="plan-features", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_transient)
 def plan_features(settings: JobSettings, dataset: str) -> FeaturePlan:
-    """List the dataset's videos without features in the feature set (lake reads only).
+    """List the dataset's videos without features in the feature set the training will read (lake reads only).
+
+    The feature set is, in order: the ``feature_set`` parameter, the one the dataset was imported
+    with (public features), else the one the extractor config writes.
 
     Args:
-        settings: the run's lake and feature set.
+        settings: the run's lake, feature set and config.
         dataset: dataset name in the lake (its latest version).
 
     Returns:
         The plan: videos per split, how many have features, the source URIs to extract.
+
+    Raises:
+        KeyError: no such dataset. ValueError: videos lack features in a feature set that the
+            extractor (with this config) does not write, so extraction could not fill the gap.
     """
+    from jobs.extract import feature_set_of
     from star_core.io import tables
     from star_core.io.lake import Lake
 
     lake = Lake(settings.lake_uri)
     ds = tables.load_dataset(lake, dataset)
-    feature_set = settings.feature_set or _only_feature_set(lake)
-    have = set(tables.feature_index(lake, feature_set).column("video_id").to_pylist()) if feature_set else set()
+    source = lake.read_json(f"{lake.labels_dir(dataset, ds.version)}/dataset.json").get("source") or {}
+    extractor_set = feature_set_of(settings.star_config().features)
+    feature_set = settings.feature_set or source.get("feature_set") or extractor_set
+    have = set(tables.feature_index(lake, feature_set).column("video_id").to_pylist())
     missing = [v for v in ds.videos if v.video_id not in have]
+    if missing and feature_set != extractor_set:
+        raise ValueError(
+            f"{len(missing)} video(s) of dataset {dataset!r} lack features in feature set {feature_set!r} (e.g. {missing[0].video_id!r}), "
+            f"but the extractor settings write {extractor_set!r}: import the missing features, or train on the extractor's feature set"
+        )
+    no_source = sorted(v.video_id for v in missing if not v.source_uri)
+    if no_source:
+        raise ValueError(
+            f"{len(no_source)} video(s) of dataset {dataset!r} have no features in feature set {feature_set!r} and no source_uri "
+            f"to extract them from: {no_source[:10]}"
+        )
     splits: dict[str, int] = {}
     for v in ds.videos:
         splits[v.split] = splits.get(v.split, 0) + 1
@@ -126,75 +155,101 @@ def plan_features(settings: JobSettings, dataset: str) -> FeaturePlan:
         splits=splits,
         with_features=len(ds.videos) - len(missing),
         missing_uris=sorted(v.source_uri for v in missing if v.source_uri),
-        missing_without_source=sorted(v.video_id for v in missing if not v.source_uri),
     )
-
-
-def _only_feature_set(lake) -> str | None:
-    from star_core.io import tables
-
-    sets = tables.list_feature_sets(lake)
-    if len(sets) > 1:
-        raise ValueError(f"lake {lake.uri} holds feature sets {sets}: pass the feature_set parameter")
-    return sets[0] if sets else None
 
 
 @task(name="extract", retries=2, retry_delay_seconds=RETRY_DELAYS_S, retry_condition_fn=retry_transient)
 def extract(settings: JobSettings, inputs: str | Sequence[str]) -> dict[str, Any]:
-    """Run ``jobs.extract.extract`` over ``inputs`` (URI/glob/list file, or a list of video URIs)."""
+    """Run ``jobs.extract.extract`` over ``inputs``: videos without features in the feature set are extracted.
+
+    Args:
+        settings: the run's lake, config (feature settings) and resources.
+        inputs: a URI, prefix, glob or ``@list`` file, or a list of video URIs.
+
+    Returns:
+        Counts (done/failed/skipped), the feature set written, shards, manifest, failures.
+    """
+    from prefect.runtime import flow_run
+
     from jobs.extract import ExtractJobConfig
     from jobs.extract import extract as extract_job
 
     res = settings.resources
     cfg = ExtractJobConfig(
+        inputs=inputs if isinstance(inputs, str) else tuple(inputs),
         lake_uri=settings.lake_uri,
-        inputs=inputs if isinstance(inputs, str) else list(inputs),
         config=settings.star_config(),
+        run_id=_run_name("extract", flow_run.get_id()),
         ray_address=res.ray_address,
+        use_gpu=True if res.gpu else None,  # None: GPUs when the cluster has them
         num_actors=res.actors,
-        use_gpu=res.gpu,
     )
-    return _counts(extract_job(cfg))
+    r = extract_job(cfg)
+    return {
+        "run_id": r.run_id,
+        "feature_set": r.feature_set,
+        "done": r.done,
+        "failed": r.failed,
+        "skipped": r.skipped,
+        "segments": r.n_segments,
+        "elapsed_s": round(r.elapsed_s, 1),
+        "outputs": list(r.outputs),
+        "manifest": r.manifest,
+        "failures": [dict(f) for f in r.failures[:MAX_FAILURES_LISTED]],
+    }
 
 
 @task(name="train", retries=1, retry_delay_seconds=RETRY_DELAYS_S[:1], retry_condition_fn=retry_transient)
-def train(settings: JobSettings, dataset: str, model_name: str, alias: str) -> dict[str, Any]:
-    """Run ``jobs.train.train`` (Ray Train, evaluation, MLflow registry and alias)."""
+def train(settings: JobSettings, dataset: str, feature_set: str | None, model_name: str, alias: str) -> dict[str, Any]:
+    """Run ``jobs.train.train``: Ray Train, evaluation on the test split, MLflow model, registry and alias.
+
+    Args:
+        settings: the run's lake, config and resources.
+        dataset: dataset to train on (its latest version).
+        feature_set: the feature set to read (from :func:`plan_features`).
+        model_name: registered model name; alias: moved to the new version when it beats the holder.
+
+    Returns:
+        Model name/version/URI, whether the alias moved, the test mAP per tIoU and averages,
+        final losses, the MLflow run id and the job's run name (its checkpoint key).
+    """
     from prefect.runtime import flow_run
 
     from jobs.train import TrainJobConfig
     from jobs.train import train as train_job
 
     res = settings.resources
-    # One run name per flow run: a retry of this task resumes the job's checkpoints, a new flow run starts fresh.
-    run_name = f"prefect-{str(flow_run.get_id() or 'local')[:8]}"
+    # One run name per flow run: a retry of this task resumes the job's checkpoints; a new flow
+    # run trains afresh.
+    run_name = _run_name("train", flow_run.get_id())
     cfg = TrainJobConfig(
         lake_uri=settings.lake_uri,
         dataset=dataset,
-        config=settings.star_config(),
+        feature_set=feature_set,
+        star=settings.star_config(),
+        workers=res.workers,
+        use_gpu=res.gpu,
         run_name=run_name,
         model_name=model_name,
         alias=alias,
-        num_workers=res.workers,
-        use_gpu=res.gpu,
         ray_address=res.ray_address,
     )
-    result = train_job(cfg)
-    return {"train_run_name": run_name, **_train_summary(result)}
-
-
-def _train_summary(result: Any) -> dict[str, Any]:
-    get = result.get if isinstance(result, dict) else (lambda k, d=None: getattr(result, k, d))
-    metrics = get("map_result") or get("metrics") or {}
-    as_json = metrics.to_json() if hasattr(metrics, "to_json") else dict(metrics)
+    t0 = time.monotonic()
+    r = train_job(cfg)
+    m = r.metrics
+    map_by_tiou = {k.removeprefix("test/map_"): round(v, 3) for k, v in m.items() if k.startswith("test/map_")}
     return {
-        "model": {"name": get("model_name"), "version": get("model_version"), "alias": get("alias"), "alias_set": bool(get("alias_set", False)), "uri": get("model_uri")},
-        "mlflow_run_id": get("mlflow_run_id", get("run_id")),
-        "map": as_json.get("map"),
-        "avg_0.1_0.5": as_json.get("avg_0.1_0.5"),
-        "avg_0.1_0.7": as_json.get("avg_0.1_0.7"),
-        "epochs": get("epochs"),
-        "train_s": get("duration_s"),
+        "model": {"name": model_name, "version": r.model_version, "uri": r.model_uri, "alias": alias, "alias_set": r.alias_set},
+        "mlflow_run_id": r.run_id,
+        "train_run_name": r.run_name,
+        "map": map_by_tiou or None,
+        "avg_0.1_0.5": m.get("test/avg_map_0.1_0.5"),
+        "avg_0.1_0.7": m.get("test/avg_map_0.1_0.7"),
+        "losses": {k: round(v, 5) for k, v in m.items() if not k.startswith("test/")},
+        "epochs": r.epochs_completed,
+        "resumed_from_epoch": r.resumed_from_epoch,
+        "checkpoint_dir": r.checkpoint_dir,
+        "train_s": round(time.monotonic() - t0, 1),
     }
 
 
@@ -245,7 +300,7 @@ def detect(settings: JobSettings, model_uri: str, feature_set: str | None = None
         "outputs": list(r.partitions),
         "files": list(r.files),
         "manifest": r.manifest_uri,
-        "failures": [{"input": vid, "reason": reason} for vid, reason in r.failures],
+        "failures": [{"input": vid, "reason": reason} for vid, reason in r.failures[:MAX_FAILURES_LISTED]],
     }
 
 
