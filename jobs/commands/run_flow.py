@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from typing import Any
 
@@ -57,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     params = parse_params(args.param)
     # A temporary server needs ~16 s on 2 cores; Prefect's default startup timeout is 20 s.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline machines: no telemetry errors
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API request otherwise
     from flows.star_flow import star
 
     known = list(star.parameters.properties)
