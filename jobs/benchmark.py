@@ -1,0 +1,311 @@
+"""Localization benchmark: train STAR (both streams) and the STPN-style baseline on a dataset's train
+split, evaluate on its test split with the THUMOS'14 protocol, optionally with the paper's ablations.
+
+Rows (each a :class:`BenchmarkRow` with mAP@0.1..0.7 and both averages):
+* main: STAR with the configured modules and localizer (``localize.localizer``);
+* baseline: STPN-style (``star_core.baseline_stpn``) on the same data, proposals and NMS;
+* ``ablation=True``, Table 1: every combination of the three modules on the stem network, switched
+  through the config (Sparsity: ``loss.beta_sparsity``; Coverage: ``model.use_coverage`` and
+  ``loss.gamma_coverage``; RAM: ``model.use_ram`` and ``loss.delta_ram``; a module that is off has
+  its switch off and its loss weight 0). The all-modules row is the main model (not trained twice).
+* ``ablation=True``, Table 2: the main model's detections with each localizer (Attention,
+  ST-GradCAM, Attended ST-GradCAM), no retraining.
+
+Evaluation follows the protocol recorded by the importer in ``dataset.json``: videos of the
+``excluded`` split (and any listed in ``source.protocol.exclude_videos``) are not evaluated and
+detections overlapping ``Ambiguous`` segments are not counted as false positives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from star_core.config import StarConfig, flatten, replace
+from star_core.data import VideoFeatures, VideoLabels
+
+log = logging.getLogger("star.benchmark")
+
+MODULES = ("sparsity", "coverage", "ram")
+# Table 1 rows in the paper's order: stem, one module, two modules, all.
+TABLE1 = ((), ("sparsity",), ("coverage",), ("ram",), ("sparsity", "coverage"), ("sparsity", "ram"), ("coverage", "ram"), ("sparsity", "coverage", "ram"))
+LOCALIZERS = (("attention", "Attention"), ("gradcam", "ST-GradCAM"), ("attended_gradcam", "Attended ST-GradCAM"))
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What to benchmark and how."""
+
+    lake_uri: str  # lake holding the dataset and its features
+    dataset: str  # dataset name (imported with `star import`)
+    version: int | None = None  # dataset version (None: latest)
+    feature_set: str | None = None  # None: the one recorded by the importer in dataset.json
+    star: StarConfig = field(default_factory=StarConfig)  # model/loss/train/localize of the main STAR row
+    stpn_epochs: int | None = None  # STPN epochs (None: the same as STAR's train.epochs)
+    ablation: bool = False  # add Table 1 (module combinations) and Table 2 (localizers)
+    baseline: bool = True  # train and evaluate the STPN-style baseline
+    train_split: str = "train"
+    test_split: str = "test"
+    detect_batch: int = 8  # test videos per detect_batch call
+    diagnostics: bool = True  # attention diagnostics (mean α vs action fraction, α AUC) of the main model
+
+
+@dataclass
+class BenchmarkRow:
+    """One evaluated model/localizer."""
+
+    name: str
+    table: str  # "main" | "baseline" | "table1" | "table2"
+    map: dict[str, float]  # "0.1".."0.7" -> mAP %
+    avg_0_1_0_5: float
+    avg_0_1_0_7: float
+    train_s: float = 0.0  # training wall time (0: reused a trained model)
+    detect_s: float = 0.0
+    n_detections: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)  # switches that define the row
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "table": self.table,
+            "map": dict(self.map),
+            "avg_0.1_0.5": self.avg_0_1_0_5,
+            "avg_0.1_0.7": self.avg_0_1_0_7,
+            "train_s": round(self.train_s, 2),
+            "detect_s": round(self.detect_s, 2),
+            "n_detections": self.n_detections,
+            "settings": self.settings,
+        }
+
+
+@dataclass
+class BenchmarkReport:
+    """All rows plus the run's resources; ``to_json`` leads with the main row in `star evaluate` format."""
+
+    dataset: str
+    version: int
+    feature_set: str
+    n_train: int
+    n_test: int
+    exclude_videos: list[str]
+    rows: list[BenchmarkRow]
+    wall_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    diagnostics: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def row(self, table: str) -> list[BenchmarkRow]:
+        return [r for r in self.rows if r.table == table]
+
+    @property
+    def main(self) -> BenchmarkRow:
+        return self.row("main")[0]
+
+    def to_json(self) -> dict[str, Any]:
+        main = self.main
+        baseline = self.row("baseline")
+        return {
+            "map": dict(main.map),
+            "avg_0.1_0.5": main.avg_0_1_0_5,
+            "avg_0.1_0.7": main.avg_0_1_0_7,
+            "main": main.to_json(),
+            "baseline": baseline[0].to_json() if baseline else None,
+            "ablation": [r.to_json() for r in self.rows if r.table in ("table1", "table2")],
+            "dataset": {"name": self.dataset, "version": self.version, "feature_set": self.feature_set, "n_train": self.n_train, "n_test": self.n_test},
+            "protocol": {"exclude_videos": self.exclude_videos, "ignore_ambiguous": True},
+            "diagnostics": self.diagnostics,
+            "wall_s": round(self.wall_s, 1),
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "config": self.config,
+        }
+
+    def tables(self) -> str:
+        """Printable tables: main + baseline, then Table 1 and Table 2 when present."""
+        parts = [_format("STAR vs STPN-style baseline", self.row("main") + self.row("baseline"))]
+        if self.row("table1"):
+            parts.append(_format("Table 1: modules (stem + Sparsity / Coverage / RAM)", self.row("table1")))
+        if self.row("table2"):
+            parts.append(_format("Table 2: localizers (all modules)", self.row("table2")))
+        parts.append(f"wall time {self.wall_s:.0f} s, peak RSS {self.peak_rss_mb:.0f} MB; train {self.n_train} videos, test {self.n_test} videos")
+        return "\n\n".join(parts)
+
+
+def _format(title: str, rows: Sequence[BenchmarkRow]) -> str:
+    if not rows:
+        return title
+    keys = list(rows[0].map)
+    width = max(len(r.name) for r in rows) + 2
+    head = f"{'':<{width}}" + "".join(f"{k:>7}" for k in keys) + f"{'avg.1:.5':>10}{'avg.1:.7':>10}{'train s':>9}"
+    lines = [title, head]
+    for r in rows:
+        lines.append(f"{r.name:<{width}}" + "".join(f"{r.map[k]:7.2f}" for k in keys) + f"{r.avg_0_1_0_5:10.2f}{r.avg_0_1_0_7:10.2f}{r.train_s:9.0f}")
+    return "\n".join(lines)
+
+
+def module_config(base: StarConfig, modules: Sequence[str]) -> StarConfig:
+    """``base`` with exactly ``modules`` switched on (loss weights of the others set to 0)."""
+    unknown = set(modules) - set(MODULES)
+    if unknown:
+        raise ValueError(f"unknown modules {sorted(unknown)}; expected some of {MODULES}")
+    from star_core.model.config import LossConfig
+
+    on, paper = set(modules), LossConfig()  # a weight switched on but 0 in ``base`` takes the paper's value
+    changes: dict[str, Any] = {
+        "loss.beta_sparsity": (base.loss.beta_sparsity or paper.beta_sparsity) if "sparsity" in on else 0.0,
+        "model.use_coverage": "coverage" in on,
+        "loss.gamma_coverage": (base.loss.gamma_coverage or paper.gamma_coverage) if "coverage" in on else 0.0,
+        "model.use_ram": "ram" in on,
+        "loss.delta_ram": (base.loss.delta_ram or paper.delta_ram) if "ram" in on else 0.0,
+    }
+    return replace(base, **changes)
+
+
+def module_name(modules: Sequence[str]) -> str:
+    names = {"sparsity": "Sparsity", "coverage": "Coverage", "ram": "RAM"}
+    return "stem" + "".join(f" + {names[m]}" for m in modules)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB; Linux reports ru_maxrss in KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def load_split_pairs(cfg: BenchmarkConfig) -> tuple[Any, list[tuple[VideoFeatures, VideoLabels]], list[tuple[VideoFeatures, VideoLabels]], list[str], str]:
+    """Dataset, (features, labels) of the train and test splits, excluded videos, feature set."""
+    from star_core.io import importers, tables
+    from star_core.io.lake import Lake
+
+    lake = Lake(cfg.lake_uri, cfg.star.storage.s3_endpoint_url)
+    ds = tables.load_dataset(lake, cfg.dataset, cfg.version)
+    source = importers.dataset_source(lake, cfg.dataset, ds.version)
+    feature_set = cfg.feature_set or source.get("feature_set")
+    if not feature_set:
+        raise ValueError(f"dataset {cfg.dataset!r} v{ds.version} records no feature set; pass feature_set")
+    protocol = source.get("protocol", {})
+    excluded = sorted(set(protocol.get("exclude_videos", [])) | {v.video_id for v in ds.split(importers.EXCLUDED_SPLIT)})
+    train = [v for v in ds.split(cfg.train_split) if v.video_id not in excluded]
+    test = [v for v in ds.split(cfg.test_split) if v.video_id not in excluded]
+    for name, split in ((cfg.train_split, train), (cfg.test_split, test)):
+        if not split:
+            raise ValueError(f"dataset {cfg.dataset!r} v{ds.version} has no videos in split {name!r} (splits: {sorted({v.split for v in ds.videos})})")
+    feats = {f.video_id: f for f in tables.read_features(lake, feature_set, [v.video_id for v in train + test])}
+    return ds, [(feats[v.video_id], v) for v in train], [(feats[v.video_id], v) for v in test], excluded, feature_set
+
+
+def evaluate_detector(detector, test: Sequence[tuple[VideoFeatures, VideoLabels]], classes: Sequence[str], localize, exclude: Sequence[str], batch: int) -> tuple[Any, float, int]:
+    """(MapResult, detect seconds, number of detections) of ``detector`` on ``test``."""
+    from star_core.metrics import evaluate_detections
+
+    t0 = time.monotonic()
+    dets = []
+    for i in range(0, len(test), batch):
+        for per_video in detector.detect_batch([f for f, _ in test[i : i + batch]], localize):
+            dets.extend(per_video)
+    detect_s = time.monotonic() - t0
+    result = evaluate_detections(dets, [lab for _, lab in test], classes, exclude_videos=exclude, ignore_ambiguous=True)
+    return result, detect_s, len(dets)
+
+
+def _row(name: str, table: str, result, train_s: float, detect_s: float, n_det: int, settings: dict) -> BenchmarkRow:
+    return BenchmarkRow(name, table, dict(result.map), result.avg_0_1_0_5, result.avg_0_1_0_7, train_s, detect_s, n_det, settings)
+
+
+def run_benchmark(cfg: BenchmarkConfig, on_row: Callable[[BenchmarkRow], None] | None = None) -> BenchmarkReport:
+    """Train and evaluate every row of the benchmark (see module docstring); returns the report.
+
+    Args:
+        cfg: the benchmark configuration.
+        on_row: called with each row as soon as it is evaluated (progress reporting).
+
+    Returns:
+        A :class:`BenchmarkReport` with wall time and peak RSS of this process.
+    """
+    from star_core.baseline_stpn import StpnConfig, fit_stpn
+    from star_core.train_loop import fit
+
+    t_start = time.monotonic()
+    ds, train, test, excluded, feature_set = load_split_pairs(cfg)
+    classes = ds.classes
+    log.info("benchmark %s v%d: %d train / %d test videos, feature set %s, %d classes", ds.name, ds.version, len(train), len(test), feature_set, len(classes))
+    rows: list[BenchmarkRow] = []
+
+    def add(row: BenchmarkRow) -> None:
+        rows.append(row)
+        log.info("%-36s avg mAP 0.1:0.5 %.2f  0.1:0.7 %.2f  (train %.0f s, detect %.0f s)", row.name, row.avg_0_1_0_5, row.avg_0_1_0_7, row.train_s, row.detect_s)
+        if on_row:
+            on_row(row)
+
+    def train_star(star_cfg: StarConfig, label: str):
+        log.info("training %s: %d epochs x 2 streams", label, star_cfg.train.epochs)
+        t0 = time.monotonic()
+        detector = fit(train, classes, star_cfg)
+        return detector, time.monotonic() - t0
+
+    # main row: the configured STAR
+    main_modules = tuple(m for m, on in zip(MODULES, (cfg.star.loss.beta_sparsity > 0, cfg.star.model.use_coverage, cfg.star.model.use_ram)) if on)
+    detector, train_s = train_star(cfg.star, "STAR")
+    result, det_s, n = evaluate_detector(detector, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
+    main_name = f"STAR ({module_name(main_modules)})" if len(main_modules) < 3 else "STAR (all modules)"
+    add(_row(main_name, "main", result, train_s, det_s, n, {"modules": list(main_modules), "localizer": cfg.star.localize.localizer}))
+    diagnostics: dict[str, float] = {}
+    if cfg.diagnostics:
+        diagnostics = _diagnostics(detector, test)
+
+    if cfg.baseline:
+        epochs = cfg.stpn_epochs or cfg.star.train.epochs
+        stpn_cfg = StpnConfig(epochs=epochs, batch_size=cfg.star.train.batch_size, sample_segments=cfg.star.train.sample_segments, seed=cfg.star.train.seed)
+        log.info("training STPN-style baseline: %d epochs x 2 streams", epochs)
+        t0 = time.monotonic()
+        stpn = fit_stpn(train, classes, stpn_cfg)
+        stpn_s = time.monotonic() - t0
+        result, det_s, n = evaluate_detector(stpn, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
+        add(_row("STPN-style baseline", "baseline", result, stpn_s, det_s, n, dataclasses.asdict(stpn_cfg)))
+
+    if cfg.ablation:
+        full = tuple(MODULES)
+        for modules in TABLE1:
+            settings = {"modules": list(modules)}
+            if tuple(modules) == full and main_modules == full:
+                main = rows[0]
+                add(BenchmarkRow(module_name(modules), "table1", dict(main.map), main.avg_0_1_0_5, main.avg_0_1_0_7, main.train_s, main.detect_s, main.n_detections, settings | {"same_as": "main"}))
+                continue
+            det_k, train_s = train_star(module_config(cfg.star, modules), module_name(modules))
+            result, det_s, n = evaluate_detector(det_k, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
+            add(_row(module_name(modules), "table1", result, train_s, det_s, n, settings))
+        for localizer, label in LOCALIZERS:
+            loc = dataclasses.replace(cfg.star.localize, localizer=localizer)
+            result, det_s, n = evaluate_detector(detector, test, classes, loc, excluded, cfg.detect_batch)
+            add(_row(label, "table2", result, 0.0, det_s, n, {"localizer": localizer}))
+
+    return BenchmarkReport(
+        dataset=ds.name,
+        version=ds.version,
+        feature_set=feature_set,
+        n_train=len(train),
+        n_test=len(test),
+        exclude_videos=list(excluded),
+        rows=rows,
+        wall_s=time.monotonic() - t_start,
+        peak_rss_mb=peak_rss_mb(),
+        diagnostics=diagnostics,
+        config=flatten(cfg.star),
+    )
+
+
+def _diagnostics(detector, test: Sequence[tuple[VideoFeatures, VideoLabels]], chunk: int = 16) -> dict[str, float]:
+    """Attention diagnostics on the test split, in chunks (weighted by videos) to bound memory."""
+    from star_core.diagnostics import attention_diagnostics
+
+    usable = [(f, lab) for f, lab in test if lab.instances and lab.labels]
+    sums: dict[str, float] = {}
+    total = 0
+    for i in range(0, len(usable), chunk):
+        part = usable[i : i + chunk]
+        for k, v in attention_diagnostics(detector, part).items():
+            sums[k] = sums.get(k, 0.0) + v * len(part)
+        total += len(part)
+    return {k: v / total for k, v in sums.items()} if total else {}

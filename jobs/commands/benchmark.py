@@ -1,0 +1,60 @@
+"""`star benchmark`: STAR vs the STPN-style baseline (and the paper's ablations) on an imported dataset.
+
+    star benchmark --lake ./star-lake --dataset th14-standin --ablation --json bench.json --epochs 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lake", required=True, help="lake root (local path or s3://bucket/prefix)")
+    parser.add_argument("--dataset", required=True, help="dataset name (train split to train, test split to evaluate)")
+    parser.add_argument("--version", type=int, default=None, help="dataset version (default: latest)")
+    parser.add_argument("--feature-set", default=None, help="feature set (default: the one recorded at import)")
+    parser.add_argument("--ablation", action="store_true", help="add Table 1 (module combinations) and Table 2 (localizers)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the STPN-style baseline")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs of every model (default: train.epochs of the config)")
+    parser.add_argument("--config", default=None, help="YAML/JSON config file (model, loss, train, localize sections)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. --set train.lr=3e-4 (repeatable)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--json", dest="json_out", default=None, help="write the results as JSON (main row in `star evaluate` format)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from jobs.benchmark import BenchmarkConfig, run_benchmark
+    from star_core.config import load_config
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = list(args.overrides)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+        overrides.append(f"train.epochs={args.epochs}")
+    star_cfg = load_config(args.config, overrides)
+    cfg = BenchmarkConfig(
+        lake_uri=args.lake,
+        dataset=args.dataset,
+        version=args.version,
+        feature_set=args.feature_set,
+        star=star_cfg,
+        ablation=args.ablation,
+        baseline=not args.no_baseline,
+    )
+    report = run_benchmark(cfg)
+    print(report.tables())
+    if args.json_out:
+        out = Path(args.json_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps(report.to_json(), indent=2, sort_keys=False, default=float))
+        os.replace(tmp, out)  # atomic: a reader never sees half a file
+        print(f"results: {out}")
+    return 0
