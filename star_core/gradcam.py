@@ -61,7 +61,7 @@ def st_gradcam(net: StarNet, feats: torch.Tensor, mask: torch.Tensor, labels: to
     B, T = labels.shape
     targets = torch.where(labels < 0, torch.full_like(labels, IGNORE_INDEX), labels)
     with torch.no_grad(), record_cell_inputs(net) as calls:
-        out = net(feats, mask, targets)
+        out = net(feats, mask, targets, background=False)  # one cell call per step
     D = net.feat_dim
     inp = torch.stack([c[0] for c in calls], 1)  # (B, T, D+E+1)
     h_prev = torch.stack([c[1] for c in calls], 1)  # (B, T, H)

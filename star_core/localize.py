@@ -13,6 +13,8 @@ shorter than ``min_length_segments`` are dropped, duplicates merged). ``threshol
   "rank"   percentile rank of m_i in the video (robust to peaked maps: a threshold θ always keeps
            the top (1−θ) of the segments, so proposals are never all one segment long);
   "log"    min-max of log m_i (peaks compressed);
+  "logit"  min-max of log(m/(1−m)): undoes the saturation of σ(ξ) (for the gradcam map it is
+           min-max of ξ itself), and behaves like "log" where m is small;
   "linear" min-max of m_i (classic; breaks on peaked maps, see STAR_NOTES pitfalls).
 Scoring: "mean" is Eq. 14, the mean of m over the proposal; "contrast" (beyond the paper) is
 (1 + mean inside − mean of the two flanks of length max(1, L/4)) / 2. Either is multiplied by
@@ -55,8 +57,11 @@ def normalise_score(score: np.ndarray, space: str) -> np.ndarray:
         return ranks / max(n - 1, 1)
     if space == "log":
         score = np.log(np.clip(score, 1e-12, None))
+    elif space == "logit":
+        p = np.clip(score, 1e-12, 1 - 1e-12)
+        score = np.log(p) - np.log1p(-p)
     elif space != "linear":
-        raise ValueError(f"localize.threshold_space must be 'rank', 'log' or 'linear', got {space!r}")
+        raise ValueError(f"localize.threshold_space must be 'rank', 'log', 'logit' or 'linear', got {space!r}")
     lo, hi = score.min(), score.max()
     if hi - lo <= 1e-12:
         return np.ones(n)

@@ -6,6 +6,14 @@
   L_cov      = (1/M) Σ_videos Σ_{t≥2} max(0, Σ_i (Σ_{k≤i} α_{t,k} − Σ_{k≤i} α_{t−1,k}))   (Eq. 17)
   L_ram      = (1/M') Σ_videos 1/(2T) Σ_t (c_t − RAM_t)²  over label steps with a known count (Eq. 18)
 
+Beyond the paper (``loss.background_weight``, 0 = the paper's loss): background contrast
+  L_bg = (1/M) Σ_videos Σ_{label steps t} −log(1 − P(ŷ_t | x̄_t)),  x̄_t = Σ_i (1 − α_{t,i}) s_i
+the complement of the step's attention, run through the same LSTM step, must not look like the
+step's class. Classification alone is satisfied by a few discriminative segments (or by almost
+uniform attention when background is uninformative); this term makes α cover *every* segment of
+the class, which is what localization needs (STAR_NOTES pitfalls: attention collapse). It is the
+foreground/background idea of BaS-Net / hide-and-seek put on STAR's assembly weights.
+
 Every term is returned separately and *unweighted*; ``total`` applies β, γ, δ.
 
 What Eq. 17 encourages (open point 5): Σ_i Σ_{k≤i} α_{t,k} = Σ_k α_{t,k} (N_b − k), i.e. the attention
@@ -37,6 +45,7 @@ class LossTerms(NamedTuple):
     sparsity: torch.Tensor  # ||α||_1 (unweighted)
     coverage: torch.Tensor  # Eq. 17 (unweighted)
     ram: torch.Tensor  # Eq. 18 (unweighted; 0 without counts)
+    background: torch.Tensor | None = None  # background contrast (unweighted; beyond the paper)
 
 
 def star_loss(out: StarOutput, targets: torch.Tensor, counts: torch.Tensor | None, mask: torch.Tensor, cfg: LossConfig) -> LossTerms:
@@ -79,5 +88,17 @@ def star_loss(out: StarOutput, targets: torch.Tensor, counts: torch.Tensor | Non
             per_video = sq.sum(dim=1) / (2 * per_video_steps.clamp(min=1))
             ram = per_video[has].mean()
 
-    total = classification + cfg.beta_sparsity * sparsity + cfg.gamma_coverage * coverage + cfg.delta_ram * ram
-    return LossTerms(total=total, classification=classification, sparsity=sparsity, coverage=coverage, ram=ram)
+    background = logits.new_zeros(())
+    if out.background_logits is not None:
+        bg = out.background_logits  # (B, T, C+1)
+        label_step = step_valid & (targets < C)  # (B, T)
+        cls = targets.clamp(min=0, max=C - 1)
+        own = torch.zeros_like(bg, dtype=torch.bool).scatter_(-1, cls[..., None], True)
+        # −log(1 − p_c) = logsumexp(all) − logsumexp(all but c), numerically stable
+        nll = torch.logsumexp(bg, -1) - torch.logsumexp(bg.masked_fill(own, float("-inf")), -1)  # (B, T)
+        background = (nll * label_step).sum() / B
+    elif cfg.background_weight > 0:
+        raise ValueError("loss.background_weight > 0 needs background logits (a teacher-forced forward)")
+
+    total = classification + cfg.beta_sparsity * sparsity + cfg.gamma_coverage * coverage + cfg.delta_ram * ram + cfg.background_weight * background
+    return LossTerms(total=total, classification=classification, sparsity=sparsity, coverage=coverage, ram=ram, background=background)

@@ -119,16 +119,21 @@ class Assembler(nn.Module):
         energy = self.v(content).squeeze(-1) / self.cfg.energy_temperature  # (B, N) ê_t
         alpha = torch.sigmoid(energy) * maskf  # (B, N) Eq. 3, exactly 0 on padding
         mass = alpha.sum(dim=1)  # (B,) Σ_i σ(ê_{t,i})
-        pattern = torch.einsum("bn,bnd->bd", alpha, feats)  # (B, D) Eq. 1
-        if self.cfg.assembly_norm == "sum":
-            pattern = pattern / (mass[:, None] + _EPS)
-        elif self.cfg.assembly_norm == "count":
-            pattern = pattern / maskf.sum(dim=1, keepdim=True).clamp(min=1.0)
+        pattern = self.assemble(alpha, feats, mask)  # (B, D) Eq. 1
         ram = self.ram_w * mass + self.ram_b  # (B,) Eq. 8
         centroid = (alpha * positions).sum(dim=1)  # (B,)
         if self.cfg.position_norm == "unit":
             centroid = centroid / (mass + _EPS)
         return AssemblyStep(alpha=alpha, pattern=pattern, ram=ram, centroid=centroid)
+
+    def assemble(self, weights: torch.Tensor, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Eq. 1 with the ``assembly_norm`` scaling: weights (B, N), feats (B, N, D) -> (B, D)."""
+        pattern = torch.einsum("bn,bnd->bd", weights, feats)  # (B, D)
+        if self.cfg.assembly_norm == "sum":
+            return pattern / (weights.sum(dim=1, keepdim=True) + _EPS)
+        if self.cfg.assembly_norm == "count":
+            return pattern / mask.sum(dim=1, keepdim=True).clamp(min=1).to(pattern.dtype)
+        return pattern
 
     def assembly_weights(self, alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Effective weights ã with x_t = Σ_i ã_{t,i} s_i (α scaled per ``assembly_norm``): (B, T, N)."""

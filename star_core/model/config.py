@@ -32,6 +32,7 @@ class LossConfig:
     beta_sparsity: float = 1e-4  # β, Eq. 15 (Table 1 "Sparsity"; 0 disables)
     gamma_coverage: float = 1e-4  # γ, Eq. 15 and Eq. 17
     delta_ram: float = 1e-6  # δ, Eq. 15 and Eq. 18; 0 = train without counts
+    background_weight: float = 0.0  # background contrast on the complement of α (beyond the paper; 0 = paper's loss)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ class StarOutput(NamedTuple):
     ram: torch.Tensor  # (B, T) RAM_t (Eq. 8)
     patterns: torch.Tensor  # (B, T, D) instance-patterns x_t
     labels: torch.Tensor  # (B, T) long: emitted (decoding) or target (teacher forcing) class; C = EOS; -1 after EOS
+    background_logits: torch.Tensor | None = None  # (B, T, C+1) d_t of the complement pattern x̄_t (teacher forcing only)
 
 
 class Encoded(NamedTuple):
@@ -53,6 +54,7 @@ class StepResult(NamedTuple):
     logits: torch.Tensor  # (B, C+1)
     assembly: AssemblyStep
     state: StepState
+    background_logits: torch.Tensor | None = None  # (B, C+1), only when asked for
 
 
 def make_targets(sequences: Sequence[Sequence[int]], num_classes: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -104,17 +106,39 @@ class StarNet(nn.Module):
         h = enc.feats.new_zeros(B, self.cfg.hidden_dim)
         return StepState(h=h, c=torch.zeros_like(h), centroid=self.assembler.initial_centroid(enc.mask), t=0)
 
-    def step(self, enc: Encoded, state: StepState, y_prev: torch.Tensor) -> StepResult:
-        """One recurrent step t: assemble x_t from h_{t-1}, update the LSTM with y_{t-1}, emit d_t."""
+    def step(self, enc: Encoded, state: StepState, y_prev: torch.Tensor, background: bool = False) -> StepResult:
+        """One recurrent step t: assemble x_t from h_{t-1}, update the LSTM with y_{t-1}, emit d_t.
+
+        ``background``: also score the complement pattern x̄_t = Σ_i (1 − α_{t,i}) s_i (scaled like
+        x_t) through the same LSTM step (same h_{t-1}, y_{t-1}, RAM_t); its logits feed the optional
+        background-contrast loss (beyond the paper, ``loss.background_weight``).
+        """
         asm = self.assembler(enc.keys, enc.feats, enc.mask, enc.positions, state.h, state.centroid, first_step=state.t == 0)
         ram_in = asm.ram if self.cfg.use_ram else torch.zeros_like(asm.ram)
-        inp = torch.cat([asm.pattern, self.embed(y_prev), ram_in[:, None]], dim=-1)  # (B, D+E+1)
-        h, c = self.cell(inp, (state.h, state.c))
+        rest = torch.cat([self.embed(y_prev), ram_in[:, None]], dim=-1)  # (B, E+1)
+        h, c = self.cell(torch.cat([asm.pattern, rest], dim=-1), (state.h, state.c))  # input (B, D+E+1)
         logits = self.out(h)  # (B, C+1)
-        return StepResult(logits=logits, assembly=asm, state=StepState(h=h, c=c, centroid=asm.centroid, t=state.t + 1))
+        bg_logits = None
+        if background:
+            comp = (1.0 - asm.alpha) * enc.mask.to(asm.alpha.dtype)  # (B, N)
+            bg_pattern = self.assembler.assemble(comp, enc.feats, enc.mask)  # (B, D)
+            hb, _ = self.cell(torch.cat([bg_pattern, rest], dim=-1), (state.h, state.c))
+            bg_logits = self.out(hb)
+        return StepResult(logits=logits, assembly=asm, state=StepState(h=h, c=c, centroid=asm.centroid, t=state.t + 1), background_logits=bg_logits)
 
-    def forward(self, feats: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor | None = None, max_steps: int | None = None) -> StarOutput:
-        """Teacher forcing with ``targets`` (B, T); greedy decoding (no repeats, stop at EOS) without."""
+    def forward(
+        self,
+        feats: torch.Tensor,
+        mask: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        max_steps: int | None = None,
+        background: bool | None = None,
+    ) -> StarOutput:
+        """Teacher forcing with ``targets`` (B, T); greedy decoding (no repeats, stop at EOS) without.
+
+        ``background`` (teacher forcing only; default: in training mode) also returns the logits of
+        the complement patterns for the background-contrast loss.
+        """
         if targets is None:
             return greedy_decode([self], [feats], mask, max_steps=self.cfg.max_steps if max_steps is None else max_steps).outputs[0]
         enc = self.encode(feats, mask)
@@ -122,11 +146,13 @@ class StarNet(nn.Module):
         if B != feats.shape[0]:
             raise ValueError(f"targets batch {B} does not match features batch {feats.shape[0]}")
         state = self.begin(enc)
+        background = self.training if background is None else background
         y_prev = torch.full((B,), self.start_token, dtype=torch.long, device=feats.device)
-        logits, alphas, rams, patterns = [], [], [], []
+        logits, alphas, rams, patterns, bg = [], [], [], [], []
         for t in range(T):
-            r = self.step(enc, state, y_prev)
+            r = self.step(enc, state, y_prev, background=background)
             logits.append(r.logits)
+            bg.append(r.background_logits)
             alphas.append(r.assembly.alpha)
             rams.append(r.assembly.ram)
             patterns.append(r.assembly.pattern)
@@ -139,6 +165,7 @@ class StarNet(nn.Module):
             ram=torch.stack(rams, 1),  # (B, T)
             patterns=torch.stack(patterns, 1),  # (B, T, D)
             labels=labels,
+            background_logits=torch.stack(bg, 1) if background else None,  # (B, T, C+1)
         )
 
 

@@ -1,7 +1,11 @@
 """Tiny synthetic two-stream videos with known action intervals, for model-core tests.
 
-Each class has a random prototype direction per stream; background segments are noise, action
-segments are noise + prototype. Segment grid: 16 frames at 25 fps (0.64 s per segment).
+Each class has a random prototype direction per stream; action segments are noise + ``signal`` ×
+prototype. Background segments are noise + ``distractor`` × the prototype of a random class that is
+*not* in the video (a different one per segment): background that resembles other actions, as in
+real videos, so an attention that takes background in is pushed towards wrong classes (with
+pure-noise background any attention pattern classifies, and localization is not identifiable
+from video-level labels). Segment grid: 16 frames at 25 fps (0.64 s per segment).
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ from star_core.data import Instance, VideoFeatures, VideoLabels
 
 def make_videos(
     n_videos: int = 12,
-    n_classes: int = 3,
+    n_classes: int = 4,
     feat_dim: int = 16,
     n_segments: tuple[int, int] = (40, 60),
     max_labels: int = 2,
     seed: int = 0,
     signal: float = 2.0,
     noise: float = 0.5,
+    distractor: float = 0.7,
 ) -> tuple[tuple[str, ...], list[tuple[VideoFeatures, VideoLabels]]]:
     rng = np.random.default_rng(seed)
     classes = tuple(f"action{c}" for c in range(n_classes))
@@ -52,6 +57,12 @@ def make_videos(
                 instances.append(Instance(classes[c], start * step_s, (start + length) * step_s))
                 placed += 1
             counts.append(placed)
+        bg = np.flatnonzero(free)
+        absent = np.setdiff1d(np.arange(n_classes), labs)
+        if absent.size:
+            other = absent[rng.integers(0, absent.size, size=bg.size)]
+            for s in protos:
+                feats[s][bg] += distractor * protos[s][other]
         vid = f"video_{v:03d}"
         pairs.append(
             (
