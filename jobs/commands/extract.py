@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML/JSON config file (StarConfig); its `features` section sets the extractor")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. features.tail_policy=drop (repeatable)")
     parser.add_argument("--device", help="torch device for I3D (default: cuda when present, else cpu); single-process mode")
+    parser.add_argument("--flow-workers", type=int, default=os.cpu_count() or 1, help="threads computing optical flow (single-process mode; default: the CPU count, %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="re-extract videos that already have features in this feature set (single-process mode)")
     parser.add_argument("--run-id", help="run id of the manifest (default: a new extract-<time>-<hex>)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -139,7 +140,7 @@ def _run_local(args: argparse.Namespace, cfg, features) -> int:
             source, handle = None, None
             try:
                 source, handle = _open(uri)
-                feats = extract_video(source, vid, features, extractor, source_uri=uri)
+                feats = extract_video(source, vid, features, extractor, source_uri=uri, flow_workers=args.flow_workers)
                 path = tables.write_features(lake, feature_set, [feats], extractor_digest=extractor.weights_digest)
             except VideoError as err:
                 reason = f"{type(err).__name__}: {err.reason}"

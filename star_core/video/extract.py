@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,36 +86,58 @@ class PreparedVideo:
         return np.minimum(idx, self.n_frames - 1).reshape(stop_seg - start_seg, self.segment_frames)
 
 
-def prepare_video(source: VideoSource, cfg: FeatureConfig, *, source_uri: str | None = None) -> PreparedVideo:
+def prepare_video(source: VideoSource, cfg: FeatureConfig, *, source_uri: str | None = None, flow_workers: int = 1) -> PreparedVideo:
     """CPU stage: decode ``source`` and compute its cropped RGB frames and optical flow.
+
+    ``flow_workers`` > 1 computes flows in that many threads (OpenCV releases the GIL; TV-L1 is
+    nearly single-threaded, so this is how one process uses a many-core machine). Keep 1 where a
+    scheduler gives the task one CPU (Ray). Results do not depend on it.
 
     Raises a :class:`~star_core.video.errors.VideoError` subclass for unreadable input and
     :class:`TooShortVideoError` when fewer than ``cfg.segment_frames`` frames result.
     """
     name = source_uri or source_name(source)
-    estimator = FlowEstimator(cfg.flow)
     size = cfg.crop_size
+    FlowEstimator(cfg.flow)  # fail fast on a bad method / missing OpenCV contrib
+    local = threading.local()  # one estimator per thread (OpenCV's TV-L1 object is not thread-safe)
+
+    def flow_of(prev_gray: np.ndarray, gray: np.ndarray) -> np.ndarray:
+        est = getattr(local, "estimator", None)
+        if est is None:
+            est = local.estimator = FlowEstimator(cfg.flow)
+        # Flow on the whole resized frame, then the RGB stream's crop: borders see real context.
+        return center_crop(scale_flow(est(prev_gray, gray)), size).astype(np.float16)  # (S, S, 2) in [-1, 1]
 
     def transform(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         resized = resize_short_side(rgb, cfg.resize_short_side)  # (H', W', 3), min(H', W') = resize_short_side
         return np.ascontiguousarray(center_crop(resized, size)), to_gray(resized)
 
+    pool = ThreadPoolExecutor(flow_workers, thread_name_prefix="flow") if flow_workers > 1 else None
     rgb_frames: list[np.ndarray] = []
-    flow_frames: list[np.ndarray] = []
+    flow_frames: list = []  # (S, S, 2) float16 arrays, or futures of them
+    unresolved = 0  # index of the oldest flow that may still be a future
     prev = None
     info: dict = {}
-    for item in iter_resampled_frames(source, cfg.fps, transform, info):
-        crop, gray = item
-        if prev is not None:
-            if item is prev:  # the same source frame shown twice (frame-rate up-conversion): no motion
-                flow = np.zeros((size, size, 2), np.float16)
-            else:
-                # Flow on the whole resized frame, then the RGB stream's crop: borders see real context.
-                flow_px = estimator(prev[1], gray)  # (H', W', 2) pixels
-                flow = center_crop(scale_flow(flow_px), size).astype(np.float16)
-            flow_frames.append(flow)
-        rgb_frames.append(crop)
-        prev = item
+    try:
+        for item in iter_resampled_frames(source, cfg.fps, transform, info):
+            crop, gray = item
+            if prev is not None:
+                if item is prev:  # the same source frame shown twice (frame-rate up-conversion): no motion
+                    flow_frames.append(np.zeros((size, size, 2), np.float16))
+                elif pool is not None:
+                    flow_frames.append(pool.submit(flow_of, prev[1], gray))
+                    while len(flow_frames) - unresolved > 2 * flow_workers:  # bound the grayscale frames held by queued work
+                        f = flow_frames[unresolved]
+                        flow_frames[unresolved] = f.result() if isinstance(f, Future) else f
+                        unresolved += 1
+                else:
+                    flow_frames.append(flow_of(prev[1], gray))
+            rgb_frames.append(crop)
+            prev = item
+        flow_frames = [f.result() if isinstance(f, Future) else f for f in flow_frames]
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     n = len(rgb_frames)
     if n < cfg.segment_frames:
         raise TooShortVideoError(name, f"{n} frames at {cfg.fps:g} fps ({info.get('duration_s', 0):.2f} s): fewer than one {cfg.segment_frames}-frame segment")
@@ -190,6 +214,6 @@ class I3DExtractor:
         )
 
 
-def extract_video(source: VideoSource, video_id: str, cfg: FeatureConfig, extractor: I3DExtractor, *, source_uri: str | None = None) -> VideoFeatures:
+def extract_video(source: VideoSource, video_id: str, cfg: FeatureConfig, extractor: I3DExtractor, *, source_uri: str | None = None, flow_workers: int = 1) -> VideoFeatures:
     """Both stages for one video on this machine."""
-    return extractor.embed(prepare_video(source, cfg, source_uri=source_uri), video_id)
+    return extractor.embed(prepare_video(source, cfg, source_uri=source_uri, flow_workers=flow_workers), video_id)

@@ -51,6 +51,10 @@ def test_prepare_video_geometry_ranges_and_flow(tmp_path):
     assert np.all(np.min(np.abs(dx_px[:, None] - allowed[None]), axis=1) < 0.5), dx_px
     assert np.abs(np.median(flow[..., 1])) < 0.05
     np.testing.assert_array_equal(pv.flow_f16[-1], pv.flow_f16[-2])  # last frame repeats the last flow
+    # Flows in 3 threads are the same flows.
+    threaded = prepare_video(path, FeatureConfig(resize_short_side=40, crop_size=32, flow="tvl1"), flow_workers=3)
+    np.testing.assert_array_equal(threaded.flow_f16, pv.flow_f16)
+    np.testing.assert_array_equal(threaded.rgb_u8, pv.rgb_u8)
     # Tail padding repeats the last frame; "drop" leaves the partial segment out.
     idx = pv.frame_index(2, 4)
     assert idx.shape == (2, 16) and idx[1, -1] == 54 and list(idx[1, :8]) == [48, 49, 50, 51, 52, 53, 54, 54]
