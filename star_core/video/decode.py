@@ -217,7 +217,7 @@ def iter_resampled_frames(
             nonlocal k, current
             while (k + 0.5) * step_s < limit_s - 1e-9:
                 if current[1] is None:
-                    current = (None, transform(current[0].to_ndarray(format="rgb24")))
+                    current = (current[0], transform(current[0].to_ndarray(format="rgb24")))
                 yield current[1]
                 k += 1
 
@@ -244,9 +244,12 @@ def iter_resampled_frames(
             raise CorruptVideoError(name, f"decoding failed after {n_src} frames ({exc.strerror or exc})") from None
         if current is None:
             raise EmptyVideoError(name, "the video stream has no decodable frames")
-        dur = getattr(current[0], "duration", None) if current[0] is not None else None
+        # The last frame is shown for its own duration when the container says so (bounded by twice
+        # the previous gap against odd trailing durations), else for the previous gap.
+        dur = getattr(current[0], "duration", None)
         if dur and current[0].time_base is not None:
-            last_dur_s = float(dur * current[0].time_base)
+            own_s = float(dur * current[0].time_base)
+            last_dur_s = own_s if n_src == 1 else min(own_s, 2 * last_dur_s)
         elif n_src == 1:
             last_dur_s = default_dur_s
         duration_s = prev_t + last_dur_s
