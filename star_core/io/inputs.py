@@ -15,12 +15,15 @@ expanded. :func:`video_id_from_uri` is the only place that turns an input into a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
-from typing import Iterable, Sequence
+from typing import BinaryIO, Iterable, Iterator, Sequence
 
 from star_core.io import fs as fsmod
 
+DEFAULT_MAX_IN_MEMORY_BYTES = 1 << 30  # remote videos up to 1 GiB are fetched in one request
+REMOTE_BLOCK_BYTES = 16 << 20  # block size of the cached reader for larger remote videos
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv", ".ts", ".3gp")
 _GLOB_CHARS = "*?["
 
@@ -114,3 +117,32 @@ def list_inputs(inputs: str | Iterable[str], extensions: Sequence[str] = VIDEO_E
             raise ValueError(f"inputs {by_id[vid]!r} and {uri!r} both have video id {vid!r}; rename one or extract them separately")
         by_id[vid] = uri
     return uris
+
+
+@contextlib.contextmanager
+def open_video(uri: str, max_in_memory_bytes: int = DEFAULT_MAX_IN_MEMORY_BYTES) -> Iterator[str | bytes | BinaryIO]:
+    """A video source for the decoder, read from storage once.
+
+    Local files are yielded as their path (the decoder reads them directly). A remote video up
+    to ``max_in_memory_bytes`` is fetched whole in one request and yielded as ``bytes``; a
+    larger one as a seekable file whose blocks are cached, so the decoder's seeks (e.g. to an
+    MP4 index at the end) do not fetch a block twice.
+
+    Raises:
+        FileNotFoundError: nothing at ``uri``.
+    """
+    fs, path = fsmod.resolve(uri)
+    if fsmod.is_local(fs):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"video {uri!r} does not exist")
+        yield path
+        return
+    try:
+        size = fs.size(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"video {uri!r} does not exist") from None
+    if size is not None and size <= max_in_memory_bytes:
+        yield fs.cat_file(path)
+        return
+    with fs.open(path, "rb", cache_type="blockcache", block_size=REMOTE_BLOCK_BYTES) as fh:
+        yield fh
