@@ -86,25 +86,50 @@ def start_moto(workdir: Path) -> tuple[object, str]:
     return server, f"http://{host}:{port}"
 
 
+_RAY_HEAD: Service | None = None  # the head this process started (stop_ray stops only it)
+
+
 def start_ray_head(workdir: Path) -> tuple[str, str]:
-    """`ray start --head` on loopback; returns (gcs address, dashboard URL)."""
+    """`ray start --head --block` on this machine (2 CPUs); returns (gcs address, dashboard URL).
+
+    ``--block`` keeps the head in a child process that shuts its own cluster down on SIGTERM,
+    so stopping it never touches other Ray clusters on the machine (``ray stop`` kills them all).
+    The temp dir is short: Ray's AF_UNIX socket paths under it must stay below 108 bytes, which
+    ``/tmp/pytest-of-<user>/pytest-NN/...`` exceeds once NN has two digits.
+    """
+    global _RAY_HEAD
+    import tempfile
+
+    from ray._private.services import get_node_ip_address
+
+    # Ray 2.60 drivers rewrite a 127.0.0.1 address to the machine's node IP before connecting,
+    # so a head pinned to --node-ip-address=127.0.0.1 is unreachable: use the node IP Ray picks.
+    node_ip = get_node_ip_address()
     port, dash = free_port(), free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     cmd = [
-        str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2", "--disable-usage-stats",
+        str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--disable-usage-stats",
         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-        f"--temp-dir={workdir / 'ray'}", "--node-ip-address=127.0.0.1",
+        f"--temp-dir={temp_dir}", f"--node-ip-address={node_ip}",
+        # Fixed agent ports: with dynamic ones the raylet waits ~15 s for the agents' port files and
+        # exits ("Timed out waiting for file .../metrics_agent") when a loaded machine is slower.
+        f"--dashboard-agent-grpc-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+        f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
     ]
-    workdir.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    if out.returncode != 0:
-        raise RuntimeError(f"ray start failed:\n{out.stdout}\n{out.stderr}")
     dashboard = f"http://127.0.0.1:{dash}"
-    wait_http(f"{dashboard}/api/version", 60)
-    return f"127.0.0.1:{port}", dashboard
+    # Generous start-up timeouts: on a loaded 2-core box the Python agents and workers can take
+    # longer than Ray's defaults to register, and a raylet that gives up on its agents exits.
+    env = {"RAY_agent_register_timeout_ms": "180000", "RAY_worker_register_timeout_seconds": "180"}
+    _RAY_HEAD = start_process("ray-head", cmd, workdir, f"{dashboard}/api/version", 180, env)
+    return f"{node_ip}:{port}", dashboard
 
 
 def stop_ray() -> None:
-    subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, timeout=60)
+    """Stop the head started by :func:`start_ray_head` (its raylet, GCS and workers with it)."""
+    global _RAY_HEAD
+    if _RAY_HEAD is not None:
+        _RAY_HEAD.stop()
+        _RAY_HEAD = None
 
 
 def start_mlflow(workdir: Path, s3_endpoint: str, bucket: str = "mlflow-artifacts") -> Service:
