@@ -6,7 +6,7 @@ Stages (DeepMind's preprocessing at 25 fps, short side 256, crop 224):
 - flow: TV-L1 and Farneback on consecutive 256-short-side grayscale frames (16 flows per segment),
   with OpenCV on 1 thread (the per-core figure a cluster cost model needs) and on all threads;
 - i3d: the RGB and the flow network (random weights: cost does not depend on values), batched;
-- end to end: prepare_video + I3DExtractor.embed on the test video, as `star extract` runs it.
+- end to end: prepare_video (flow in one thread per CPU) + I3DExtractor.embed on the test video, as `star extract` runs it.
 
 The test video is generated here (textured, moving, 320x240 at 30 fps, like THUMOS'14 sources).
 
@@ -122,7 +122,7 @@ def bench_i3d(device: str, batch: int, repeats: int, stream: str) -> dict:
     return {"batch": batch, "s_per_batch": dt, "cpu_s_per_batch": dc, "segments_per_s": batch / dt, "segments_per_cpu_s": batch / dc}
 
 
-def bench_end_to_end(video: Path, flow: str, device: str) -> dict:
+def bench_end_to_end(video: Path, flow: str, device: str, flow_workers: int) -> dict:
     from star_core.video import I3DExtractor, prepare_video
     from star_core.video.config import FeatureConfig
 
@@ -131,12 +131,12 @@ def bench_end_to_end(video: Path, flow: str, device: str) -> dict:
         warnings.simplefilter("ignore")
         ex = I3DExtractor(cfg, device=device)
     t0, c0 = time.perf_counter(), time.process_time()
-    pv = prepare_video(video, cfg)
+    pv = prepare_video(video, cfg, flow_workers=flow_workers)
     t1, c1 = time.perf_counter(), time.process_time()
     feats = ex.embed(pv, "bench")
     t2, c2 = time.perf_counter(), time.process_time()
     n = feats.n_segments
-    return {"flow": flow, "segments": n, "prepare_s": t1 - t0, "embed_s": t2 - t1, "prepare_cpu_s": c1 - c0, "embed_cpu_s": c2 - c1,
+    return {"flow": flow, "flow_workers": flow_workers, "segments": n, "prepare_s": t1 - t0, "embed_s": t2 - t1, "prepare_cpu_s": c1 - c0, "embed_cpu_s": c2 - c1,
             "segments_per_s": n / (t2 - t0), "segments_per_cpu_s": n / (c2 - c0)}
 
 
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
                     print(f"I3D {stream:4s} on {args.device} batch {b:3d}  : {r['segments_per_s']:8.2f} segments/s, {r['segments_per_cpu_s']:8.3f} per CPU-s  ({r['s_per_batch']:.3f} s per batch)", flush=True)
         if "e2e" in stages:
             for flow in ("tvl1", "farneback"):
-                r = bench_end_to_end(video, flow, args.device)
+                r = bench_end_to_end(video, flow, args.device, os.cpu_count() or 1)
                 res[f"e2e_{flow}"] = r
                 print(f"end to end ({flow:9s})     : {r['segments_per_s']:8.3f} segments/s, {r['segments_per_cpu_s']:8.3f} per CPU-s  (prepare {r['prepare_s']:.1f} s + I3D {r['embed_s']:.1f} s for {r['segments']} segments)", flush=True)
     # Which stage bounds a single process (times per segment add up) and a pipelined cluster (slowest stage per resource)?
