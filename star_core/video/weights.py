@@ -35,7 +35,7 @@ from star_core.video.i3d import InceptionI3d
 
 log = logging.getLogger("star.video")
 
-RANDOM_DIGEST = "random"
+RANDOM_DIGEST = "random-he"
 RANDOM_SEED = 1234  # random weights are the same everywhere, so their (meaningless) features agree
 _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first pickled object of a pre-1.6 torch.save file
 
@@ -258,6 +258,20 @@ def build_model(sd: Mapping[str, torch.Tensor], stream: str, where: str) -> Ince
     return model.eval()
 
 
+def _scale_preserving_init(model: torch.nn.Module) -> None:
+    """He-normal convolutions, so random features keep unit-order scale through ~60 layers.
+
+    PyTorch's default conv init shrinks the activation variance at every layer; through I3D's
+    depth the random features end up around 1e-6, too small for anything downstream to learn from
+    (the demo and the end-to-end tests train on random-weight features).
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv3d):
+            torch.nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+
+
 def load_i3d(path: str | os.PathLike | None, stream: str) -> tuple[InceptionI3d, str]:
     """The ``stream`` ("rgb" | "flow") network and its weights digest; random (with a warning) when ``path`` is None."""
     if stream not in ("rgb", "flow"):
@@ -270,6 +284,7 @@ def load_i3d(path: str | os.PathLike | None, stream: str) -> tuple[InceptionI3d,
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_SEED + (0 if stream == "rgb" else 1))
             model = InceptionI3d(in_channels=3 if stream == "rgb" else 2)
+            _scale_preserving_init(model)
         return model.eval(), RANDOM_DIGEST
     sd, fmt = read_state_dict(path)
     model = build_model(sd, stream, f"weight file {os.fspath(path)!r} ({fmt} format)")

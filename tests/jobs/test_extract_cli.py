@@ -50,7 +50,7 @@ def test_extract_batch_goes_on_past_bad_files(tmp_path, capsys):
     assert reasons["voice.m4a"].startswith("NoVideoStreamError")
     assert reasons["short.mp4"].startswith("TooShortVideoError")
     assert reasons["truncated.mp4"].startswith("TruncatedVideoError")
-    assert "farneback" in summary["feature_set"] and summary["weights_digest"] == "random"
+    assert "farneback" in summary["feature_set"] and summary["weights_digest"] == "random-he"
 
     lake = Lake(lake_uri)
     feats = {f.video_id: f for f in tables.read_features(lake, summary["feature_set"])}

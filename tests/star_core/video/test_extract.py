@@ -110,8 +110,8 @@ def test_extract_video_and_config_checks(tmp_path, extractor):
     drop = FeatureConfig(resize_short_side=40, crop_size=32, flow="farneback", tail_policy="drop")
     with pytest.raises(ValueError, match="prepared with"):
         extractor.embed(prepare_video(path, drop), "v")
-    assert extractor.weights_digest == "random"
-    assert extractor.feature_set == TINY.feature_set("random") and "farneback" in extractor.feature_set
+    assert extractor.weights_digest == "random-he"
+    assert extractor.feature_set == TINY.feature_set("random-he") and "farneback" in extractor.feature_set
     assert FeatureConfig(flow="farneback").feature_set("x") != FeatureConfig(flow="tvl1").feature_set("x")
     with pytest.raises(ValueError, match="flow"):
         FeatureConfig(flow="raft")
