@@ -21,6 +21,21 @@ from flows import report, tasks
 from flows.params import Mode, Resources, resolve_lake_uri
 
 
+def _forward_job_logs() -> None:
+    """Send the jobs' log lines (logger ``star``: progress with rate and ETA, run summaries) to the
+    flow run's logs, so they show in the Prefect UI and ``prefect flow-run logs``.
+
+    The same as ``PREFECT_LOGGING_EXTRA_LOGGERS=star`` on every worker, without relying on it:
+    the ``star`` logger gets the handlers of Prefect's ``prefect.extra`` logger and level INFO.
+    """
+    job_log = logging.getLogger("star")
+    if job_log.level == logging.NOTSET or job_log.level > logging.INFO:
+        job_log.setLevel(logging.INFO)
+    for handler in logging.getLogger("prefect.extra").handlers:
+        if handler not in job_log.handlers:
+            job_log.addHandler(handler)
+
+
 def _logger() -> logging.Logger | logging.LoggerAdapter:
     try:
         return get_run_logger()
@@ -66,6 +81,7 @@ def star(
         detections written (nightly-detect).
     """
     log = _logger()
+    _forward_job_logs()
     lake = resolve_lake_uri(lake_uri)
     settings = tasks.JobSettings(
         lake_uri=lake,

@@ -69,3 +69,22 @@ def test_run_flow_rejects_unknown_parameter(capsys):
 
     assert main(["run-flow", "train", "--param", "epoch=3"]) == 2
     assert "unknown flow parameter(s) epoch" in capsys.readouterr().err
+
+
+def test_job_logs_are_forwarded_to_the_flow_run():
+    import logging
+
+    from flows.star_flow import _forward_job_logs
+
+    job_log = logging.getLogger("star")
+    old_level, old_handlers = job_log.level, list(job_log.handlers)
+    try:
+        _forward_job_logs()
+        _forward_job_logs()  # idempotent
+        api_handlers = logging.getLogger("prefect.extra").handlers
+        assert api_handlers, "Prefect's API log handler is configured on import"
+        assert [h for h in job_log.handlers if h in api_handlers] == api_handlers
+        assert job_log.getEffectiveLevel() == logging.INFO
+    finally:
+        job_log.setLevel(old_level)
+        job_log.handlers[:] = old_handlers
