@@ -177,6 +177,7 @@ class StarDetector(nn.Module):
                     a_flow[b, t, :n],
                     None if xi[0] is None else xi[0][b, t, :n],
                     None if xi[1] is None else xi[1][b, t, :n],
+                    cfg.attention_scale,
                 )
                 props.extend(localize_step(maps, c, float(probs[b, t]), cfg))
             kept = nms_per_class(props, cfg.nms_tiou, cfg.max_detections_per_video)

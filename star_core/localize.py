@@ -136,10 +136,21 @@ def score_maps(
     alpha_flow: np.ndarray,  # (N,)
     xi_rgb: np.ndarray | None = None,  # (N,)
     xi_flow: np.ndarray | None = None,  # (N,)
+    attention_scale: str = "none",
 ) -> list[np.ndarray]:
-    """The per-stream score maps of one decoded step for the chosen Table 2 localizer."""
+    """The per-stream score maps of one decoded step for the chosen Table 2 localizer.
+
+    ``attention_scale`` "max" divides each stream's α by its maximum over the video before the
+    λ-fusion (with ``assembly_norm="sum"`` the scale of α is not used by the model, only its
+    shape, so this makes the streams and videos comparable); "none" fuses the raw α (paper).
+    """
     if localizer not in LOCALIZERS:
         raise ValueError(f"localize.localizer must be one of {LOCALIZERS}, got {localizer!r}")
+    if attention_scale == "max":
+        alpha_rgb = alpha_rgb / max(float(alpha_rgb.max()), 1e-12)
+        alpha_flow = alpha_flow / max(float(alpha_flow.max()), 1e-12)
+    elif attention_scale != "none":
+        raise ValueError(f"localize.attention_scale must be 'max' or 'none', got {attention_scale!r}")
     fused = fusion_lambda * alpha_rgb + (1.0 - fusion_lambda) * alpha_flow  # Eq. 14 numerator
     if localizer == "attention":
         return [fused]

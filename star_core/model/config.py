@@ -62,3 +62,4 @@ class LocalizeConfig:
     threshold_space: str = "rank"  # "rank" (percentile) | "log" (min-max of log score) | "linear" (min-max) (open point 7)
     proposal_score: str = "mean"  # "mean" (Eq. 14) | "contrast" (Eq. 14 mean minus mean of the flanks, beyond paper)
     max_steps: int = 0  # decoding steps at detection (0 = the model's max_steps)
+    attention_scale: str = "none"  # "max": α / max_i α per stream and step before the λ-fusion | "none": raw α (paper)

@@ -5,7 +5,9 @@ prototype. Background segments are noise + ``distractor`` × the prototype of a 
 *not* in the video (a different one per segment): background that resembles other actions, as in
 real videos, so an attention that takes background in is pushed towards wrong classes (with
 pure-noise background any attention pattern classifies, and localization is not identifiable
-from video-level labels). Segment grid: 16 frames at 25 fps (0.64 s per segment).
+from video-level labels). ``context`` adds a video-specific background vector (a random mix of
+class directions, constant over the video's background): it survives pooling, so classifying
+from the video mean fails and the attention has to single out the action. Segment grid: 16 frames at 25 fps (0.64 s per segment).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def make_videos(
     signal: float = 2.0,
     noise: float = 0.5,
     distractor: float = 0.7,
+    context: float = 0.0,
 ) -> tuple[tuple[str, ...], list[tuple[VideoFeatures, VideoLabels]]]:
     rng = np.random.default_rng(seed)
     classes = tuple(f"action{c}" for c in range(n_classes))
@@ -58,6 +61,12 @@ def make_videos(
                 placed += 1
             counts.append(placed)
         bg = np.flatnonzero(free)
+        if context > 0:
+            # video-specific background content (scene): a random mix of class directions, the same on
+            # every background segment of the video, so it does not average out of a pooled pattern
+            mix = rng.normal(size=n_classes) * context
+            for s in protos:
+                feats[s][bg] += (mix @ protos[s]).astype(np.float32)
         absent = np.setdiff1d(np.arange(n_classes), labs)
         if absent.size:
             other = absent[rng.integers(0, absent.size, size=bg.size)]

@@ -103,3 +103,19 @@ def test_localize_step_scores_with_class_probability():
     assert p == Proposal(3, 2, 3, 0.5)
     cfg0 = LocalizeConfig(thresholds=(0.5,), threshold_space="linear", class_score_weight=0.0)
     assert localize_step([m], 3, 0.5, cfg0)[0].score == pytest.approx(1.0)
+
+
+def test_logit_space_undoes_sigmoid_saturation():
+    xi = np.array([-4.0, 0.0, 6.0, 12.0, 2.0])
+    m = 1.0 / (1.0 + np.exp(-xi))
+    np.testing.assert_allclose(normalise_score(m, "logit"), (xi + 4.0) / 16.0, atol=1e-9)
+
+
+def test_attention_scale_max_equalises_streams():
+    a_rgb, a_flow = np.array([0.01, 0.02]), np.array([0.5, 0.25])
+    (raw,) = score_maps("attention", 0.5, a_rgb, a_flow)
+    np.testing.assert_allclose(raw, [0.255, 0.135])
+    (scaled,) = score_maps("attention", 0.5, a_rgb, a_flow, attention_scale="max")
+    np.testing.assert_allclose(scaled, [0.75, 0.75])
+    with pytest.raises(ValueError, match="attention_scale"):
+        score_maps("attention", 0.5, a_rgb, a_flow, attention_scale="sum")

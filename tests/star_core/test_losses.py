@@ -101,3 +101,17 @@ def test_shape_errors():
         star_loss(out, torch.zeros(1, 3, dtype=torch.long), None, torch.ones(1, 4, dtype=torch.bool), LossConfig())
     with pytest.raises(ValueError, match="counts"):
         star_loss(out, torch.zeros(1, 2, dtype=torch.long), torch.zeros(2, 2), torch.ones(1, 4, dtype=torch.bool), LossConfig())
+
+
+def test_background_contrast_term_hand_computed():
+    logits = torch.zeros(1, 2, 3)
+    bg = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 0.0, 5.0]]])  # step 0 class 0; step 1 is EOS (no term)
+    out = StarOutput(logits, torch.zeros(1, 2, 2), torch.zeros(1, 2), torch.zeros(1, 2, 1), torch.zeros(1, 2, dtype=torch.long), bg)
+    targets = torch.tensor([[0, 2]])
+    p0 = math.exp(1) / (math.exp(1) + 2)
+    terms = star_loss(out, targets, None, torch.ones(1, 2, dtype=torch.bool), LossConfig(0, 0, 0, background_weight=0.5))
+    assert terms.background.item() == pytest.approx(-math.log(1 - p0), rel=1e-6)
+    assert terms.total.item() == pytest.approx(terms.classification.item() + 0.5 * terms.background.item(), rel=1e-6)
+    no_bg = out._replace(background_logits=None)
+    with pytest.raises(ValueError, match="background"):
+        star_loss(no_bg, targets, None, torch.ones(1, 2, dtype=torch.bool), LossConfig(background_weight=1.0))

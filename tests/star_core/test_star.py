@@ -159,3 +159,33 @@ def test_gradients_reach_all_parameters():
     (out.step_logits.sum() + out.ram.sum()).backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert missing == []
+
+
+def test_background_logits_score_the_complement_pattern():
+    net = _net().train()
+    feats = torch.randn(2, 7, 6)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[0, 5:] = False
+    targets = make_targets([[0, 1], [2]], 4)
+    out = net(feats, mask, targets)
+    assert out.background_logits.shape == out.step_logits.shape
+    assert net.eval()(feats, mask, targets).background_logits is None
+    with_bg = net(feats, mask, targets, background=True)
+    torch.testing.assert_close(with_bg.step_logits, net(feats, mask, targets).step_logits)
+    # the complement weights (1 - α) give x̄ = Σ(1-α)s / Σ(1-α); feeding it as the pattern reproduces the logits
+    comp = (1 - with_bg.attention) * mask[:, None, :]
+    x_bar = torch.einsum("btn,bnd->btd", comp, feats) / comp.sum(-1, keepdim=True)
+    for step in range(targets.shape[1]):
+        calls = {"t": 0}
+
+        def swap(module, args, out, step=step):
+            t = calls["t"]
+            calls["t"] += 1
+            return out._replace(pattern=x_bar[:, t]) if t == step else out
+
+        h = net.assembler.register_forward_hook(swap)
+        try:
+            swapped = net(feats, mask, targets, background=False)
+        finally:
+            h.remove()
+        torch.testing.assert_close(swapped.step_logits[:, step], with_bg.background_logits[:, step], rtol=1e-4, atol=1e-5)
