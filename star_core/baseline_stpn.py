@@ -163,6 +163,13 @@ def fit_stpn(
             if name not in index:
                 raise ValueError(f"video {lab.video_id!r}: label {name!r} is not in the class list")
             targets[v, index[name]] = 1.0
+    # Classifier bias at the log-odds of each class's training frequency (prior init): with a zero
+    # bias every class starts at p = 0.5, and Adam's bounded step (~lr) needs thousands of steps to
+    # reach the prior (~-3 for 20 classes), so the BCE would sit above the prior for most of training.
+    prior = np.clip(targets.mean(0), 1.0 / (2 * len(pairs)), 1.0 - 1.0 / (2 * len(pairs)))
+    with torch.no_grad():
+        for stream in (det.rgb, det.flow):
+            stream.classifier.bias.copy_(torch.from_numpy(np.log(prior / (1 - prior)).astype(np.float32)))
     optims = {s: torch.optim.Adam(getattr(det, s).parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay) for s in ("rgb", "flow")}
     det.train()
     for epoch in range(cfg.epochs):
