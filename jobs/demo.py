@@ -32,7 +32,7 @@ class DemoConfig:
     n_videos: int = 16  # generated videos (the last quarter is the test split)
     duration_s: float = 12.0  # per video
     video_size: int = 128  # pixels (square)
-    epochs: int = 40  # STAR training epochs
+    epochs: int = 60  # STAR training epochs
     workers: int = 1  # Ray Train workers
     seed: int = 0
     dataset: str = "demo"
@@ -100,12 +100,13 @@ def run_demo(cfg: DemoConfig) -> dict:
         StarConfig(),
         **{
             "train.epochs": cfg.epochs,
-            "train.batch_size": 4,
+            "train.batch_size": 2,
             "train.lr": 1e-3,
             "train.sample_segments": 0,
             "train.seed": cfg.seed,
             "model.hidden_dim": 128,
             "model.attn_dim": 64,
+            "model.feature_norm": "standardize",  # random-weight I3D features need per-dim standardisation
             "storage.lake_uri": cfg.lake_uri,
         },
     )

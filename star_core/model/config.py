@@ -24,6 +24,7 @@ class ModelConfig:
     coverage_start: str = "learned"  # centroid used at t=1 (no α_0): "learned" scalar | "neutral" (gate open, COV=1) (open point 2)
     coverage_shared_w: bool = False  # True: Eq. 6 reuses W_α h_{t-1} of Eq. 7 literally; False: own projection W_cov
     energy_temperature: float = 1.0  # α = σ(ê / τ); 1 = paper (beyond-paper option, STAR_NOTES pitfalls)
+    feature_norm: str = "none"  # "none" (paper: raw features) | "standardize" (per-dim running mean/std of training segments; beyond paper)
     ram_init_scale: float = 0.05  # initial W_r in Eq. 8 (RAM_t = W_r Σσ(ê) + b_r)
 
 
@@ -53,13 +54,13 @@ class LocalizeConfig:
     localizer: str = "attended_gradcam"  # "attention" | "gradcam" | "attended_gradcam" (Table 2)
     fusion_lambda: float = 0.5  # λ of Eq. 14 (RGB weight)
     test_segments: int = 0  # 0 = run on all segments at test time; >0 = resample to this many (open point 6)
-    thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # on rank-normalised score (open point 7)
-    min_length_segments: int = 1  # shortest proposal kept
+    thresholds: tuple[float, ...] = (0.4, 0.5, 0.6)  # on the normalised score (open point 7; see docs/model.md)
+    min_length_segments: int = 2  # shortest proposal kept (1-segment fragments were the main false positives)
     class_score_weight: float = 1.0  # final score = Eq.14 mean × p(class)^weight
     min_class_prob: float = 0.1  # classes decoded with lower fused probability are not localized
     nms_tiou: float = 0.5  # per-class NMS threshold
     max_detections_per_video: int = 200  # after NMS
-    threshold_space: str = "rank"  # "rank" (percentile) | "log" (min-max of log score) | "linear" (min-max) (open point 7)
+    threshold_space: str = "log"  # "log" (min-max of log score) | "rank" (percentile) | "logit" | "linear" (min-max) (open point 7)
     proposal_score: str = "mean"  # "mean" (Eq. 14) | "contrast" (Eq. 14 mean minus mean of the flanks, beyond paper)
     max_steps: int = 0  # decoding steps at detection (0 = the model's max_steps)
     attention_scale: str = "none"  # "max": α / max_i α per stream and step before the λ-fusion | "none": raw α (paper)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from star_core.model.assembler import Assembler, AssemblyStep, segment_positions
+from star_core.model.normalize import FeatureStandardizer
 from star_core.model.config import ModelConfig
 
 IGNORE_INDEX = -100
@@ -86,6 +87,9 @@ class StarNet(nn.Module):
         self.start_token = num_classes + 1  # y_0
         # Open point 8: "dropout 0.8" read as keep-probability; cfg.dropout is the drop probability.
         self.dropout = nn.Dropout(cfg.dropout)
+        if cfg.feature_norm not in ("none", "standardize"):
+            raise ValueError(f"model.feature_norm must be 'none' or 'standardize', got {cfg.feature_norm!r}")
+        self.standardize = FeatureStandardizer(feat_dim, enabled=cfg.feature_norm == "standardize")
         self.assembler = Assembler(feat_dim=feat_dim, hidden_dim=cfg.hidden_dim, cfg=cfg)
         self.embed = nn.Embedding(num_classes + 2, cfg.label_embed_dim)
         self.cell = nn.LSTMCell(feat_dim + cfg.label_embed_dim + 1, cfg.hidden_dim)  # Eq. 9 input [x; E(y); RAM]
@@ -98,6 +102,7 @@ class StarNet(nn.Module):
         if mask.shape != feats.shape[:2]:
             raise ValueError(f"mask {tuple(mask.shape)} does not match features {tuple(feats.shape[:2])}")
         mask = mask.bool()
+        feats = self.standardize(feats, mask)  # identity unless cfg.feature_norm == "standardize"
         feats = self.dropout(feats) * mask[..., None].to(feats.dtype)  # (B, N, D), padding zeroed
         return Encoded(feats=feats, keys=self.assembler.keys(feats), mask=mask, positions=segment_positions(mask, self.cfg.position_norm))
 
