@@ -354,8 +354,9 @@ def detect(cfg: DetectJobConfig, loader: Loader | None = None) -> JobResult:
     model = tracking.resolve_model(cfg.model_uri, tracking_uri)  # pinned name/version before any work
 
     feature_set = cfg.feature_set
+    extract_failures: dict[str, str] = {}  # video_id -> why extraction failed (``videos`` input only)
     if cfg.videos:
-        feature_set = _extract_missing(cfg)
+        feature_set, extract_failures = _extract_missing(cfg)
     feature_set = choose_feature_set(lake, feature_set)
     selection, ground_truth = select_videos(lake, cfg)
 
@@ -392,10 +393,19 @@ def detect(cfg: DetectJobConfig, loader: Loader | None = None) -> JobResult:
     }
     run_id = tracking.start_detect_run(tracking_uri, cfg.experiment, run_name=cfg.run_id, params=params, lake=lake, tags={"star.job_run_id": cfg.run_id or ""})
     result = JobResult(run_id=run_id, model_name=model.name, model_version=model.version, model_uri=model.uri, feature_set=feature_set, date=date)
-    result.skipped = n_done + n_stale + len(missing)
+    unextracted = [vid for vid in missing if vid in extract_failures]
+    result.skipped = n_done + n_stale + len(missing) - len(unextracted)
+    result.failed = len(unextracted)
+    result.failures = [(vid, f"extraction failed: {extract_failures[vid]}") for vid in unextracted]
     manifest_parts: list[pa.Table] = []
     if missing:
-        manifest_parts.append(_manifest([tables.manifest_row(JOB, run_id, vid, "skipped", reason=f"no features in feature set {feature_set!r}") for vid in missing]))
+        rows = [
+            tables.manifest_row(JOB, run_id, vid, "failed", reason=f"extraction failed: {extract_failures[vid]}")
+            if vid in extract_failures
+            else tables.manifest_row(JOB, run_id, vid, "skipped", reason=f"no features in feature set {feature_set!r}")
+            for vid in missing
+        ]
+        manifest_parts.append(_manifest(rows))
     timelines: dict[str, tuple[list[Detection], float | None]] = {}
     status = "FAILED"
     try:
@@ -442,9 +452,14 @@ def _selection_text(cfg: DetectJobConfig) -> str:
     return "all features"
 
 
-def _extract_missing(cfg: DetectJobConfig) -> str:
-    """Extract features for the videos of ``cfg.videos`` that have none; returns the feature set written."""
+def _extract_missing(cfg: DetectJobConfig) -> tuple[str, dict[str, str]]:
+    """Extract features for the videos of ``cfg.videos`` that have none.
+
+    Returns:
+        The feature set written and, per video id whose extraction failed, the reason.
+    """
     from jobs.extract import ExtractJobConfig, extract
+    from star_core.io.inputs import video_id_from_uri
 
     ecfg = ExtractJobConfig(
         inputs=cfg.videos,
@@ -459,7 +474,8 @@ def _extract_missing(cfg: DetectJobConfig) -> str:
     log.info("extraction before detection: %d extracted, %d failed, %d had features (feature set %s)", res.done, res.failed, res.skipped, res.feature_set)
     if cfg.feature_set and cfg.feature_set != res.feature_set:
         raise ValueError(f"detect: --feature-set {cfg.feature_set!r} differs from the feature set the extractor settings write ({res.feature_set!r})")
-    return res.feature_set
+    failures = {video_id_from_uri(f["input"]): f["reason"] for f in res.failures}
+    return res.feature_set, failures
 
 
 def _run_pipeline(lake: Lake, cfg: DetectJobConfig, todo: pa.Table, model_uri: str, loader: Loader | None, env: dict[str, str]):

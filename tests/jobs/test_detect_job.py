@@ -246,3 +246,42 @@ def test_job_result_summary_mentions_counts_and_failures():
     text = r.summary()
     assert "3 processed, 1 failed, 2 skipped" in text and "v9: ValueError: NaN" in text and "1.33 videos/s" in text
     assert r.to_dict()["segments_per_s"] == pytest.approx(30.0)
+
+
+@pytest.mark.slow
+def test_detect_videos_extracts_missing_features_first(tmp_path, ray_address, monkeypatch):
+    """`--videos`: tiny generated videos are extracted (random I3D, 64 px) then detected; a truncated
+    upload fails at extraction and is reported as failed; a rerun extracts and detects nothing new."""
+    from star_core.model.config import LocalizeConfig
+    from star_core.synth_video import make_video
+    from star_core.video.config import FeatureConfig
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for k, (vid, dur) in enumerate({"clip_a": 0.64, "clip_b": 1.0}.items()):
+        make_video(videos / f"{vid}.mp4", [Instance("BallBounce", 0.1, dur - 0.1)], dur, size=64, seed=k)
+    whole = (videos / "clip_a.mp4").read_bytes()
+    (videos / "broken.mp4").write_bytes(whole[: len(whole) // 2])
+    lake_uri = str(tmp_path / "lake")
+    uri = tracking.tracking_uri(lake_uri)  # the embedded registry inside the local lake
+    # feature dim of I3D (1024); untrained: this test is about the videos -> features -> detections path
+    detector = StarDetector(classes=("BallBounce", "Other"), feat_dim=1024, localize_cfg=LocalizeConfig(min_class_prob=0.0))
+    run_id = tracking.start_run(uri, tracking.ensure_experiment(uri, "models", tracking.artifact_location(lake_uri, uri)), "random")
+    ref = tracking.log_detector(uri, run_id, detector, "vstar")
+    tracking.end_run(uri, run_id)
+    features = FeatureConfig(flow="farneback", resize_short_side=64, crop_size=64, batch_segments=8)
+    cfg = DetectJobConfig(lake_uri=lake_uri, videos=str(videos), model_uri=ref.uri, features=features, ray_address=ray_address, date=DATE1)
+
+    r = detect(cfg)
+    assert (r.processed, r.failed, r.skipped) == (2, 1, 0)
+    assert r.failures[0][0] == "broken" and r.failures[0][1].startswith("extraction failed:")
+    lake = Lake(lake_uri)
+    assert r.feature_set in tables.list_feature_sets(lake)
+    manifest = tables.read_manifest(lake, "detect", r.run_id)
+    assert dict(zip(manifest.column("input").to_pylist(), manifest.column("status").to_pylist())) == {"clip_a": "done", "clip_b": "done", "broken": "failed"}
+    rows = _parquet_rows(lake, _detection_files(lake)) if _detection_files(lake) else schemas.DETECTIONS.empty_table()
+    assert rows.num_rows == r.detections_written and set(rows.column("video_id").to_pylist()) <= {"clip_a", "clip_b"}
+
+    again = detect(cfg)
+    assert (again.processed, again.skipped) == (0, 2) and again.detections_written == 0
