@@ -133,6 +133,8 @@ class JobResult:
     model_s: float = 0.0  # summed model time over all actors
     failures: list[tuple[str, str]] = field(default_factory=list)  # (video_id, reason)
     shard_count: int = 0  # shards flushed (files are written only for shards with detections)
+    startup_s: float = 0.0  # seconds from the job's start to the first detected batch (planning, actors, model load)
+    first_batch_videos: int = 0  # videos in that first batch (for steady-state rates)
 
     @property
     def videos_per_s(self) -> float:
@@ -412,7 +414,7 @@ def detect(cfg: DetectJobConfig, loader: Loader | None = None) -> JobResult:
         if todo.num_rows:
             ensure_ray(cfg.ray_address)
             env = tracking.worker_env(tracking_uri)
-            for shard in _run_pipeline(lake, cfg, todo, model.uri, loader, env):
+            for shard in _run_pipeline(lake, cfg, todo, model.uri, loader, env, on_first=lambda n: _first_batch(result, t_start, n)):
                 _write_shard(lake, cfg, result, model, run_id, date, shard, manifest_parts, timelines)
         status = "FINISHED"
     finally:
@@ -432,6 +434,7 @@ def detect(cfg: DetectJobConfig, loader: Loader | None = None) -> JobResult:
                 "segments_per_s": result.segments_per_s,
                 "elapsed_s": result.elapsed_s,
                 "model_s": result.model_s,
+                "startup_s": result.startup_s,
                 "files_written": len(result.files),
             },
             tags={"star.partitions": "\n".join(result.partitions), "star.manifest": result.manifest_uri, "star.files": "\n".join(result.files)[:4900]},
@@ -478,7 +481,13 @@ def _extract_missing(cfg: DetectJobConfig) -> tuple[str, dict[str, str]]:
     return res.feature_set, failures
 
 
-def _run_pipeline(lake: Lake, cfg: DetectJobConfig, todo: pa.Table, model_uri: str, loader: Loader | None, env: dict[str, str]):
+def _first_batch(result: JobResult, t_start: float, n_videos: int) -> None:
+    result.startup_s = time.monotonic() - t_start
+    result.first_batch_videos = n_videos
+    log.info("first results after %.1f s (actors started, model loaded)", result.startup_s)
+
+
+def _run_pipeline(lake: Lake, cfg: DetectJobConfig, todo: pa.Table, model_uri: str, loader: Loader | None, env: dict[str, str], on_first: Callable[[int], None] | None = None):
     """Yield Arrow tables of per-video results (RESULT_SCHEMA), about ``shard_videos`` rows each."""
     import ray.data
 
@@ -512,6 +521,8 @@ def _run_pipeline(lake: Lake, cfg: DetectJobConfig, todo: pa.Table, model_uri: s
     pending: list[pa.Table] = []
     n_pending = 0
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        if on_first is not None and progress.done + progress.failed == 0:
+            on_first(batch.num_rows)
         n_failed = pc.sum(pc.equal(batch.column("status"), "failed")).as_py() or 0
         progress.update(done=batch.num_rows - n_failed, failed=n_failed, segments=pc.sum(batch.column("n_segments")).as_py() or 0)
         pending.append(batch)
