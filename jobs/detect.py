@@ -600,16 +600,12 @@ def _plot_timelines(timelines: dict, ground_truth: dict, limit: int) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m jobs.detect``: the same options as ``star detect``."""
-    import argparse
+    """``python -m jobs.detect``: exactly ``star detect`` (same options, errors and exit codes)."""
+    import sys
 
-    from jobs.commands import detect as command
+    from jobs.cli import main as star
 
-    parser = argparse.ArgumentParser(prog="python -m jobs.detect", description="bulk detection over the lake's features or videos, to Parquet")
-    command.add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return command.run(args)
+    return star(["detect", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
