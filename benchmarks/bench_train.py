@@ -124,11 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     header = "| workers | s/epoch (median) | first epoch s | worker peak RSS MiB | driver peak RSS MiB | train() wall s | eval s | avg mAP 0.1:0.7 |"
     print(header)
     print("|---|---|---|---|---|---|---|---|")
+    def fmt(value, digits: int) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
     for r in rows:
-        print(
-            f"| {r['workers']} | {r['epoch_s_median']:.1f} | {r['epoch_s_first']:.1f} | {r['worker_peak_rss_mb'] or float('nan'):.0f} | "
-            f"{r['driver_peak_rss_mb']:.0f} | {r['train_wall_s']:.0f} | {r['eval_s'] or float('nan'):.0f} | {r['test_avg_map_0.1_0.7'] or float('nan'):.2f} |"
-        )
+        cells = [
+            str(r["workers"]), fmt(r["epoch_s_median"], 1), fmt(r["epoch_s_first"], 1), fmt(r["worker_peak_rss_mb"], 0),
+            fmt(r["driver_peak_rss_mb"], 0), fmt(r["train_wall_s"], 0), fmt(r["eval_s"], 0), fmt(r["test_avg_map_0.1_0.7"], 2),
+        ]
+        print("| " + " | ".join(cells) + " |")
+    print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     if args.out:
         Path(args.out).write_text(json.dumps({"load_avg": os.getloadavg(), "cpus": os.cpu_count(), "rows": rows}, indent=2))
     return 0
