@@ -66,7 +66,7 @@ class ExtractJobConfig:
     use_gpu: bool | None = None  # I3D actors on GPUs; None: when the cluster has GPUs
     num_actors: int = 0  # I3D actors; 0: one per GPU when use_gpu, else 1
     actor_cpus: float = 1.0  # CPUs each I3D actor reserves
-    prepare_cpus: float = 1.0  # CPUs each decode+flow task reserves
+    prepare_cpus: float = 1.0  # CPUs each decode+flow task reserves (and flow threads it runs)
     max_prepare_in_flight: int = 0  # decode+flow tasks submitted at once; 0: the CPUs the actors leave free
     actor_queue: int = 2  # prepared videos waiting per actor (keeps the GPU busy; bounds object-store use)
     shard_videos: int = 16  # videos per features Parquet shard
@@ -275,6 +275,7 @@ def _process(run: _Run, todo: list[str], progress: Any) -> None:
         num_cpus=cfg.prepare_cpus, num_returns=2, max_retries=cfg.max_retries, retry_exceptions=[ConnectionError, TimeoutError]
     )
     max_in_memory = cfg.max_in_memory_mb << 20
+    flow_workers = max(1, int(cfg.prepare_cpus))  # a task that reserves k CPUs computes flow in k threads
     queue = collections.deque(todo)
     preparing: dict[Any, _Pending] = {}  # status ref -> pending
     embedding: dict[Any, _Pending] = {}  # embed ref -> pending
@@ -284,7 +285,7 @@ def _process(run: _Run, todo: list[str], progress: Any) -> None:
             # Backpressure: at most `in_flight` decodes, and at most `actor_queue` prepared videos per actor.
             while queue and len(preparing) < in_flight and len(preparing) + len(embedding) < in_flight + cfg.actor_queue * n_actors:
                 uri = queue.popleft()
-                status_ref, prepared_ref = prepare_task.remote(uri, cfg.features, max_in_memory, fault)
+                status_ref, prepared_ref = prepare_task.remote(uri, cfg.features, max_in_memory, fault, flow_workers)
                 preparing[status_ref] = _Pending(uri, prepared_ref)
             ready, _ = ray.wait([*preparing, *embedding], num_returns=1, timeout=cfg.progress_every_s)
             for ref in ready:
@@ -369,6 +370,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     gpu.add_argument("--cpu", dest="use_gpu", action="store_false", help="I3D actors on CPU")
     p.add_argument("--num-actors", type=int, default=0, help="I3D actors (0: one per GPU, else 1)")
     p.add_argument("--prepare-in-flight", type=int, default=0, help="decode+flow tasks at once (0: free CPUs)")
+    p.add_argument("--prepare-cpus", type=float, default=1.0, help="CPUs (and flow threads) per decode+flow task")
     p.add_argument("--shard-videos", type=int, default=16, help="videos per features shard")
     p.add_argument("--max-retries", type=int, default=3)
     p.add_argument("--limit", type=int, default=None, help="extract at most this many missing videos")
@@ -388,6 +390,7 @@ def config_from_args(args: argparse.Namespace) -> ExtractJobConfig:
         use_gpu=args.use_gpu,
         num_actors=args.num_actors,
         max_prepare_in_flight=args.prepare_in_flight,
+        prepare_cpus=args.prepare_cpus,
         shard_videos=args.shard_videos,
         max_retries=args.max_retries,
         limit=args.limit,

@@ -42,7 +42,7 @@ def maybe_inject_fault(fault: str | None, stage: str, video_id: str) -> None:
         os._exit(1)
 
 
-def prepare(uri: str, features_cfg: Any, max_in_memory_bytes: int, fault: str | None = None) -> tuple[dict, Any]:
+def prepare(uri: str, features_cfg: Any, max_in_memory_bytes: int, fault: str | None = None, flow_workers: int = 1) -> tuple[dict, Any]:
     """CPU stage of one video: read once, decode, resample, crop, flow.
 
     Args:
@@ -50,6 +50,7 @@ def prepare(uri: str, features_cfg: Any, max_in_memory_bytes: int, fault: str | 
         features_cfg: the ``FeatureConfig``.
         max_in_memory_bytes: remote videos up to this size are fetched whole in one request.
         fault: test-only fault spec (module docstring).
+        flow_workers: optical-flow threads (the CPUs the task reserved).
 
     Returns:
         ``(status, prepared)``: status ``{"ok", "reason", "n_segments", "prepare_s"}`` (small, for
@@ -63,7 +64,7 @@ def prepare(uri: str, features_cfg: Any, max_in_memory_bytes: int, fault: str | 
     maybe_inject_fault(fault, "prepare", video_id)
     try:
         with open_video(uri, max_in_memory_bytes) as source:
-            prepared = prepare_video(source, features_cfg, source_uri=uri)
+            prepared = prepare_video(source, features_cfg, source_uri=uri, flow_workers=flow_workers)
     except VideoError as err:
         return {"ok": False, "reason": f"{type(err).__name__}: {err.reason}", "n_segments": None, "prepare_s": time.monotonic() - t0}, None
     except FileNotFoundError as err:  # deleted between listing and processing

@@ -1,0 +1,46 @@
+"""The extract job's config, command line and result (no Ray, no services)."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.extract import ExtractJobConfig, JobResult, build_parser, config_from_args, feature_set_of
+from star_core.config import load_config
+from star_core.video.config import FeatureConfig
+
+
+def test_inputs_become_a_tuple_and_bad_values_are_rejected():
+    assert ExtractJobConfig(inputs="s3://a/").inputs == ("s3://a/",)
+    assert ExtractJobConfig(inputs=["a.mp4", "b.mp4"]).inputs == ("a.mp4", "b.mp4")
+    with pytest.raises(ValueError, match=r"invalid actor_queue=0, max_retries=-1"):
+        ExtractJobConfig(inputs="x", actor_queue=0, max_retries=-1)
+
+
+def test_a_star_config_supplies_features_and_endpoint():
+    star = load_config(None, ["features.flow=farneback", "storage.s3_endpoint_url=http://minio:9000"])
+    cfg = ExtractJobConfig(inputs="x", config=star)
+    assert cfg.features.flow == "farneback" and cfg.s3_endpoint_url == "http://minio:9000"
+    with pytest.raises(ValueError, match="either as `features` or inside `config`"):
+        ExtractJobConfig(inputs="x", config=star, features=FeatureConfig(flow="tvl1", crop_size=112))
+
+
+def test_command_line_maps_onto_the_config():
+    args = build_parser().parse_args(["s3://a/", "@l.txt", "--lake", "s3://b/lake", "--set", "features.crop_size=112", "--cpu", "--num-actors", "2", "--limit", "5", "--shard-videos", "4"])
+    cfg = config_from_args(args)
+    assert cfg.inputs == ("s3://a/", "@l.txt") and cfg.lake_uri == "s3://b/lake"
+    assert cfg.features.crop_size == 112 and cfg.use_gpu is False and cfg.num_actors == 2 and cfg.limit == 5 and cfg.shard_videos == 4
+    assert config_from_args(build_parser().parse_args(["x"])).use_gpu is None  # auto
+
+
+def test_feature_set_follows_the_extractor_rule():
+    a = feature_set_of(FeatureConfig(flow="farneback"))
+    from star_core.video.weights import RANDOM_DIGEST
+
+    assert a == FeatureConfig(flow="farneback").feature_set(RANDOM_DIGEST)
+    assert a != feature_set_of(FeatureConfig(flow="tvl1"))
+
+
+def test_result_summary_is_plain():
+    r = JobResult(run_id="r", feature_set="fs", manifest="m", done=2, n_segments=10, elapsed_s=4.0)
+    s = r.summary()
+    assert s["segments_per_s"] == 2.5 and s["done"] == 2 and s["failures"] == []
