@@ -69,6 +69,7 @@ class ExtractJobConfig:
     prepare_cpus: float = 1.0  # CPUs each decode+flow task reserves (and flow threads it runs)
     max_prepare_in_flight: int = 0  # decode+flow tasks submitted at once; 0: the CPUs the actors leave free
     actor_queue: int = 2  # prepared videos waiting per actor (keeps the GPU busy; bounds object-store use)
+    gpu_batch_segments: int = 32  # segments per I3D forward pass on a GPU (CPU actors use features.batch_segments)
     shard_videos: int = 16  # videos per features Parquet shard
     shard_max_s: float = 300.0  # write a partial shard after this long (a kill loses at most this much)
     max_retries: int = 3  # retries of a crashed task / restarts of a dead actor
@@ -92,6 +93,7 @@ class ExtractJobConfig:
             "prepare_cpus": self.prepare_cpus > 0,
             "max_prepare_in_flight": self.max_prepare_in_flight >= 0,
             "actor_queue": self.actor_queue >= 1,
+            "gpu_batch_segments": self.gpu_batch_segments >= 1,
             "shard_videos": self.shard_videos >= 1,
             "max_retries": self.max_retries >= 0,
             "limit": self.limit is None or self.limit >= 0,
@@ -269,7 +271,9 @@ def _process(run: _Run, todo: list[str], progress: Any) -> None:
     actor_cls = ray.remote(workers.Embedder).options(
         num_cpus=cfg.actor_cpus, num_gpus=1 if use_gpu else 0, max_restarts=cfg.max_retries, max_task_retries=cfg.max_retries
     )
-    actors = [actor_cls.remote(cfg.features, "cuda" if use_gpu else "cpu", env) for _ in range(n_actors)]
+    # The forward-pass batch does not change the features (not part of the feature set), only GPU use.
+    actor_features = dataclasses.replace(cfg.features, batch_segments=cfg.gpu_batch_segments) if use_gpu else cfg.features
+    actors = [actor_cls.remote(actor_features, "cuda" if use_gpu else "cpu", env) for _ in range(n_actors)]
     _check_actors(ray, actors, run.feature_set)
     prepare_task = ray.remote(workers.prepare).options(
         num_cpus=cfg.prepare_cpus, num_returns=2, max_retries=cfg.max_retries, retry_exceptions=[ConnectionError, TimeoutError]
