@@ -139,7 +139,8 @@ def start_mlflow(workdir: Path, s3_endpoint: str, bucket: str = "mlflow-artifact
         "--backend-store-uri", f"sqlite:///{workdir / 'mlflow-server.db'}", "--artifacts-destination", f"s3://{bucket}",
     ]
     env = {"MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
-    return start_process("mlflow", cmd, workdir, f"http://127.0.0.1:{port}/health", 120, env)
+    # 300 s: on a loaded shared 2-core box the server took > 120 s to answer /health (measured).
+    return start_process("mlflow", cmd, workdir, f"http://127.0.0.1:{port}/health", 300, env)
 
 
 def start_prefect(workdir: Path) -> Service:
@@ -154,6 +155,6 @@ def start_prefect(workdir: Path) -> Service:
         "PREFECT_SERVER_API_PORT": str(port),
     }
     prefect = shutil.which("prefect", path=str(BIN)) or "prefect"
-    svc = start_process("prefect", [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], workdir, f"http://127.0.0.1:{port}/api/health", 180, env)
+    svc = start_process("prefect", [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], workdir, f"http://127.0.0.1:{port}/api/health", 300, env)  # > 180 s seen under load
     svc.env = env  # type: ignore[attr-defined]
     return svc
