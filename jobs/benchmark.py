@@ -52,6 +52,7 @@ class BenchmarkConfig:
     test_split: str = "test"
     detect_batch: int = 8  # test videos per detect_batch call
     diagnostics: bool = True  # attention diagnostics (mean α vs action fraction, α AUC) of the main model
+    workers: int = 1  # processes for the Table 1 trainings (1 = sequential in this process)
 
 
 @dataclass
@@ -94,7 +95,8 @@ class BenchmarkReport:
     exclude_videos: list[str]
     rows: list[BenchmarkRow]
     wall_s: float = 0.0
-    peak_rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0  # this process
+    worker_peak_rss_mb: float = 0.0  # largest Table 1 worker process (0 without workers)
     diagnostics: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -120,6 +122,7 @@ class BenchmarkReport:
             "diagnostics": self.diagnostics,
             "wall_s": round(self.wall_s, 1),
             "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "worker_peak_rss_mb": round(self.worker_peak_rss_mb, 1),
             "config": self.config,
         }
 
@@ -130,7 +133,8 @@ class BenchmarkReport:
             parts.append(_format("Table 1: modules (stem + Sparsity / Coverage / RAM)", self.row("table1")))
         if self.row("table2"):
             parts.append(_format("Table 2: localizers (all modules)", self.row("table2")))
-        parts.append(f"wall time {self.wall_s:.0f} s, peak RSS {self.peak_rss_mb:.0f} MB; train {self.n_train} videos, test {self.n_test} videos")
+        workers = f" (Table 1 workers: {self.worker_peak_rss_mb:.0f} MB each at most)" if self.worker_peak_rss_mb else ""
+        parts.append(f"wall time {self.wall_s:.0f} s, peak RSS {self.peak_rss_mb:.0f} MB{workers}; train {self.n_train} videos, test {self.n_test} videos")
         return "\n\n".join(parts)
 
 
@@ -214,15 +218,37 @@ def _row(name: str, table: str, result, train_s: float, detect_s: float, n_det: 
     return BenchmarkRow(name, table, dict(result.map), result.avg_0_1_0_5, result.avg_0_1_0_7, train_s, detect_s, n_det, settings)
 
 
+def _table1_row(cfg: BenchmarkConfig, modules: tuple[str, ...], threads: int = 1) -> tuple[BenchmarkRow, float]:
+    """Train and evaluate one Table 1 configuration in a worker process; returns (row, worker peak RSS MB)."""
+    import torch
+
+    from star_core.train_loop import fit
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[table1 worker]: %(message)s")
+    torch.set_num_threads(threads)
+    ds, train, test, excluded, _ = load_split_pairs(cfg)
+    name = module_name(modules)
+    log.info("training %s: %d epochs x 2 streams", name, cfg.star.train.epochs)
+    t0 = time.monotonic()
+    detector = fit(train, ds.classes, module_config(cfg.star, modules))
+    train_s = time.monotonic() - t0
+    result, det_s, n = evaluate_detector(detector, test, ds.classes, cfg.star.localize, excluded, cfg.detect_batch)
+    return _row(name, "table1", result, train_s, det_s, n, {"modules": list(modules)}), peak_rss_mb()
+
+
 def run_benchmark(cfg: BenchmarkConfig, on_row: Callable[[BenchmarkRow], None] | None = None) -> BenchmarkReport:
     """Train and evaluate every row of the benchmark (see module docstring); returns the report.
+
+    With ``cfg.workers > 1`` the Table 1 trainings run in that many worker processes (spawned, one
+    torch thread each, each loading the data itself) while this process trains the main model and
+    the baseline; the rows are the same as in a sequential run.
 
     Args:
         cfg: the benchmark configuration.
         on_row: called with each row as soon as it is evaluated (progress reporting).
 
     Returns:
-        A :class:`BenchmarkReport` with wall time and peak RSS of this process.
+        A :class:`BenchmarkReport` with wall time and peak RSS of this process (and of the workers).
     """
     from star_core.baseline_stpn import StpnConfig, fit_stpn
     from star_core.train_loop import fit
@@ -239,47 +265,67 @@ def run_benchmark(cfg: BenchmarkConfig, on_row: Callable[[BenchmarkRow], None] |
         if on_row:
             on_row(row)
 
-    def train_star(star_cfg: StarConfig, label: str):
-        log.info("training %s: %d epochs x 2 streams", label, star_cfg.train.epochs)
-        t0 = time.monotonic()
-        detector = fit(train, classes, star_cfg)
-        return detector, time.monotonic() - t0
-
-    # main row: the configured STAR
     main_modules = tuple(m for m, on in zip(MODULES, (cfg.star.loss.beta_sparsity > 0, cfg.star.model.use_coverage, cfg.star.model.use_ram)) if on)
-    detector, train_s = train_star(cfg.star, "STAR")
-    result, det_s, n = evaluate_detector(detector, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
-    main_name = f"STAR ({module_name(main_modules)})" if len(main_modules) < 3 else "STAR (all modules)"
-    add(_row(main_name, "main", result, train_s, det_s, n, {"modules": list(main_modules), "localizer": cfg.star.localize.localizer}))
-    diagnostics: dict[str, float] = {}
-    if cfg.diagnostics:
-        diagnostics = _diagnostics(detector, test)
+    table1_jobs = [tuple(m) for m in TABLE1 if not (tuple(m) == MODULES and main_modules == MODULES)] if cfg.ablation else []
+    pool, futures = None, {}
+    if table1_jobs and cfg.workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-    if cfg.baseline:
-        epochs = cfg.stpn_epochs or cfg.star.train.epochs
-        stpn_cfg = StpnConfig(epochs=epochs, batch_size=cfg.star.train.batch_size, sample_segments=cfg.star.train.sample_segments, seed=cfg.star.train.seed)
-        log.info("training STPN-style baseline: %d epochs x 2 streams", epochs)
+        pool = ProcessPoolExecutor(max_workers=cfg.workers, mp_context=multiprocessing.get_context("spawn"))
+        futures = {modules: pool.submit(_table1_row, cfg, modules) for modules in table1_jobs}
+        log.info("Table 1: %d configurations submitted to %d worker processes", len(table1_jobs), cfg.workers)
+    try:
+        # main row: the configured STAR
+        log.info("training STAR: %d epochs x 2 streams", cfg.star.train.epochs)
         t0 = time.monotonic()
-        stpn = fit_stpn(train, classes, stpn_cfg)
-        stpn_s = time.monotonic() - t0
-        result, det_s, n = evaluate_detector(stpn, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
-        add(_row("STPN-style baseline", "baseline", result, stpn_s, det_s, n, dataclasses.asdict(stpn_cfg)))
+        detector = fit(train, classes, cfg.star)
+        train_s = time.monotonic() - t0
+        result, det_s, n = evaluate_detector(detector, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
+        main_name = f"STAR ({module_name(main_modules)})" if len(main_modules) < 3 else "STAR (all modules)"
+        main = _row(main_name, "main", result, train_s, det_s, n, {"modules": list(main_modules), "localizer": cfg.star.localize.localizer})
+        add(main)
+        diagnostics = _diagnostics(detector, test) if cfg.diagnostics else {}
 
-    if cfg.ablation:
-        full = tuple(MODULES)
-        for modules in TABLE1:
-            settings = {"modules": list(modules)}
-            if tuple(modules) == full and main_modules == full:
-                main = rows[0]
-                add(BenchmarkRow(module_name(modules), "table1", dict(main.map), main.avg_0_1_0_5, main.avg_0_1_0_7, main.train_s, main.detect_s, main.n_detections, settings | {"same_as": "main"}))
-                continue
-            det_k, train_s = train_star(module_config(cfg.star, modules), module_name(modules))
-            result, det_s, n = evaluate_detector(det_k, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
-            add(_row(module_name(modules), "table1", result, train_s, det_s, n, settings))
-        for localizer, label in LOCALIZERS:
-            loc = dataclasses.replace(cfg.star.localize, localizer=localizer)
-            result, det_s, n = evaluate_detector(detector, test, classes, loc, excluded, cfg.detect_batch)
-            add(_row(label, "table2", result, 0.0, det_s, n, {"localizer": localizer}))
+        if cfg.baseline:
+            epochs = cfg.stpn_epochs or cfg.star.train.epochs
+            stpn_cfg = StpnConfig(epochs=epochs, batch_size=cfg.star.train.batch_size, sample_segments=cfg.star.train.sample_segments, seed=cfg.star.train.seed)
+            log.info("training STPN-style baseline: %d epochs x 2 streams", epochs)
+            t0 = time.monotonic()
+            stpn = fit_stpn(train, classes, stpn_cfg)
+            stpn_s = time.monotonic() - t0
+            result, det_s, n = evaluate_detector(stpn, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
+            add(_row("STPN-style baseline", "baseline", result, stpn_s, det_s, n, dataclasses.asdict(stpn_cfg)))
+
+        table2 = []
+        if cfg.ablation:
+            for localizer, label in LOCALIZERS:
+                loc = dataclasses.replace(cfg.star.localize, localizer=localizer)
+                result, det_s, n = evaluate_detector(detector, test, classes, loc, excluded, cfg.detect_batch)
+                table2.append(_row(label, "table2", result, 0.0, det_s, n, {"localizer": localizer}))
+        del detector
+
+        worker_rss = 0.0
+        for modules in TABLE1 if cfg.ablation else ():
+            modules = tuple(modules)
+            if modules not in table1_jobs:  # the all-modules row is the main model
+                add(BenchmarkRow(module_name(modules), "table1", dict(main.map), main.avg_0_1_0_5, main.avg_0_1_0_7, main.train_s, main.detect_s, main.n_detections, {"modules": list(modules), "same_as": "main"}))
+            elif modules in futures:
+                row, rss = futures[modules].result()
+                worker_rss = max(worker_rss, rss)
+                add(row)
+            else:
+                log.info("training %s: %d epochs x 2 streams", module_name(modules), cfg.star.train.epochs)
+                t0 = time.monotonic()
+                det_k = fit(train, classes, module_config(cfg.star, modules))
+                train_k = time.monotonic() - t0
+                result, det_s, n = evaluate_detector(det_k, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
+                add(_row(module_name(modules), "table1", result, train_k, det_s, n, {"modules": list(modules)}))
+        for row in table2:
+            add(row)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     return BenchmarkReport(
         dataset=ds.name,
@@ -291,6 +337,7 @@ def run_benchmark(cfg: BenchmarkConfig, on_row: Callable[[BenchmarkRow], None] |
         rows=rows,
         wall_s=time.monotonic() - t_start,
         peak_rss_mb=peak_rss_mb(),
+        worker_peak_rss_mb=worker_rss,
         diagnostics=diagnostics,
         config=flatten(cfg.star),
     )

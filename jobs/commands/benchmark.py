@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="YAML/JSON config file (model, loss, train, localize sections)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. --set train.lr=3e-4 (repeatable)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--workers", type=int, default=1, help="processes for the Table 1 trainings (each loads the data; 1 torch thread each)")
     parser.add_argument("--json", dest="json_out", default=None, help="write the results as JSON (main row in `star evaluate` format)")
 
 
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         star=star_cfg,
         ablation=args.ablation,
         baseline=not args.no_baseline,
+        workers=max(1, args.workers),
     )
     report = run_benchmark(cfg)
     print(report.tables())

@@ -71,12 +71,12 @@ def test_benchmark_end_to_end_json(small_lake, capsys):
 def test_benchmark_ablation_rows(small_lake):
     tmp, lake = small_lake
     out = tmp / "ablation.json"
-    assert main(["benchmark", "--lake", lake, "--dataset", "th14-small", "--epochs", "2", "--ablation", "--no-baseline", "--json", str(out), *FAST]) == 0
+    assert main(["benchmark", "--lake", lake, "--dataset", "th14-small", "--epochs", "2", "--ablation", "--no-baseline", "--workers", "2", "--json", str(out), *FAST]) == 0
     doc = json.loads(out.read_text())
     names = [r["name"] for r in doc["ablation"]]
     assert names[:8] == ["stem", "stem + Sparsity", "stem + Coverage", "stem + RAM", "stem + Sparsity + Coverage", "stem + Sparsity + RAM", "stem + Coverage + RAM", "stem + Sparsity + Coverage + RAM"]
     assert names[8:] == ["Attention", "ST-GradCAM", "Attended ST-GradCAM"]
-    assert doc["baseline"] is None
+    assert doc["baseline"] is None and doc["worker_peak_rss_mb"] > 50  # Table 1 trained in 2 worker processes
     assert doc["ablation"][-4]["settings"]["same_as"] == "main" and doc["ablation"][-4]["map"] == doc["map"]
     for row in doc["ablation"]:
         assert set(row) >= {"map", "avg_0.1_0.5", "avg_0.1_0.7", "table", "settings"}
