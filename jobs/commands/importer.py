@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from star_core.io import importers
+    from star_core.io.import_basnet import import_basnet
 
     exclude = () if args.keep_excluded else importers.THUMOS14_EXCLUDED
     tolerance = None if args.length_tolerance < 0 else args.length_tolerance
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.layout == "wtalc":
         result = importers.import_wtalc(args.features, args.annotations, args.lake, args.dataset, args.feature_set, labels_from=args.labels_from, **common)
     else:
-        result = importers.import_basnet(args.root, args.lake, args.dataset, args.feature_set, gt_json=args.gt, video_info=args.video_info, ambiguous=args.ambiguous, **common)
+        result = import_basnet(args.root, args.lake, args.dataset, args.feature_set, gt_json=args.gt, video_info=args.video_info, ambiguous=args.ambiguous, **common)
     state = "created" if result.created else "unchanged (same content)"
     splits = ", ".join(f"{k}={v}" for k, v in sorted(result.splits.items()))
     print(f"dataset {result.dataset} v{result.version} {state}: {result.n_videos} videos ({splits}), {result.n_segments} segments, D={result.feat_dim} per stream")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from star_core.io import importers, tables
+from star_core.io.import_basnet import import_basnet
 from star_core.io.lake import Lake
 from star_core.io.npy import UnsafePickleError, npy_bytes, object_array, read_npy
 
@@ -188,7 +189,7 @@ def basnet(data_dir, tmp_path):
 def test_basnet_import(basnet, data_dir, tmp_path):
     amb = data_dir / "thumos14" / "wtalc_Thumos14reduced-Annotations" / "Ambiguous_test.txt"
     lake = Lake(str(tmp_path / "lake"))
-    result = importers.import_basnet(str(basnet), lake, "bas", ambiguous=str(amb))
+    result = import_basnet(str(basnet), lake, "bas", ambiguous=str(amb))
     assert result.splits == {"train": 3, "test": 2} and result.feat_dim == 6
     ds = {v.video_id: v for v in tables.load_dataset(lake, "bas").videos}
     # gt.json says 582.5 s (frames/30) for this 25 fps video: the feature grid wins.
@@ -197,7 +198,7 @@ def test_basnet_import(basnet, data_dir, tmp_path):
     assert ds["video_test_0000278"].ambiguous[0] == (0.0, 1.4)
     # With TH14_video_info.json the true duration is used.
     info = data_dir / "thumos14" / "original" / "TH14_video_info.json"
-    importers.import_basnet(str(basnet), lake, "bas2", video_info=str(info))
+    import_basnet(str(basnet), lake, "bas2", video_info=str(info))
     ds2 = {v.video_id: v for v in tables.load_dataset(lake, "bas2").videos}
     assert ds2["video_validation_0000311"].duration_s == pytest.approx(699.0)
 
@@ -205,21 +206,21 @@ def test_basnet_import(basnet, data_dir, tmp_path):
 def test_basnet_missing_stream_names_video(basnet, tmp_path):
     os.remove(basnet / "features" / "test" / "flow" / "video_test_0000004.npy")
     with pytest.raises(ValueError, match="video_test_0000004.*missing flow"):
-        importers.import_basnet(str(basnet), str(tmp_path / "lake"), "bas")
+        import_basnet(str(basnet), str(tmp_path / "lake"), "bas")
 
 
 def test_basnet_mismatched_lengths_name_video(basnet, tmp_path):
     p = basnet / "features" / "train" / "flow" / "video_validation_0000051.npy"
     np.save(p, np.load(p)[:-2])
     with pytest.raises(ValueError, match="video_validation_0000051.*mismatched lengths"):
-        importers.import_basnet(str(basnet), str(tmp_path / "lake"), "bas")
+        import_basnet(str(basnet), str(tmp_path / "lake"), "bas")
 
 
 def test_basnet_wrong_dim_names_video(basnet, tmp_path):
     p = basnet / "features" / "test" / "rgb" / "video_test_0000278.npy"
     np.save(p, np.zeros((np.load(p).shape[0], 5), np.float32))
     with pytest.raises(ValueError, match="video_test_0000278.*dimension 5"):
-        importers.import_basnet(str(basnet), str(tmp_path / "lake"), "bas")
+        import_basnet(str(basnet), str(tmp_path / "lake"), "bas")
 
 
 def test_cli_import_and_bad_input(wtalc, basnet, tmp_path, capsys):
