@@ -89,7 +89,7 @@ def start_moto(workdir: Path) -> tuple[object, str]:
 _RAY_HEAD: Service | None = None  # the head this process started (stop_ray stops only it)
 
 
-def start_ray_head(workdir: Path) -> tuple[str, str]:
+def start_ray_head(workdir: Path, _attempt: int = 1) -> tuple[str, str]:
     """`ray start --head --block` on this machine (2 CPUs); returns (gcs address, dashboard URL).
 
     ``--block`` keeps the head in a child process that shuts its own cluster down on SIGTERM,
@@ -121,6 +121,22 @@ def start_ray_head(workdir: Path) -> tuple[str, str]:
     # longer than Ray's defaults to register, and a raylet that gives up on its agents exits.
     env = {"RAY_agent_register_timeout_ms": "180000", "RAY_worker_register_timeout_seconds": "180"}
     _RAY_HEAD = start_process("ray-head", cmd, workdir, f"{dashboard}/api/version", 180, env)
+    # The dashboard answers before the node has registered its raylet; under load the node can
+    # still give up ("timed out during startup": a fixed 30 s in Ray 2.60) and exit. Wait for
+    # `ray start` to report success; if it exited instead, start a fresh head (new ports, dir).
+    deadline = time.time() + 180
+    while "Ray runtime started" not in _RAY_HEAD.log_tail(100_000) and _RAY_HEAD.proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    if _RAY_HEAD.proc.poll() is not None:
+        tail = _RAY_HEAD.log_tail(1500)
+        try:  # the GCS/dashboard it had started live on in its session (process group)
+            os.killpg(_RAY_HEAD.proc.pid, 9)
+        except OSError:
+            pass
+        _RAY_HEAD = None
+        if _attempt < 3:
+            return start_ray_head(workdir, _attempt + 1)
+        raise RuntimeError(f"ray start --head exited during start-up (3 attempts)\n--- log ---\n{tail}")
     return f"{node_ip}:{port}", dashboard
 
 
