@@ -56,6 +56,10 @@ class Lake:
     def __post_init__(self) -> None:
         self.uri = str(self.uri).rstrip("/")
         self.fs, self.root = fsmod.resolve(self.uri, self.endpoint_url)
+        if self.is_local:
+            # Absolute, so that processes with another working directory (Ray workers and
+            # actors, Prefect's process worker) open the same lake as the driver.
+            self.uri = self.root
 
     # ----- paths -------------------------------------------------------------------------
     @property

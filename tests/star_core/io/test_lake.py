@@ -45,6 +45,20 @@ def test_paths_are_built_in_one_place(tmp_path):
     assert mem.url("a") == "memory:///m1/a"
 
 
+def test_a_relative_local_lake_is_the_same_lake_from_another_working_directory(tmp_path, monkeypatch):
+    # `star demo` defaults to ./star-lake; Ray workers and Prefect's process worker run in other
+    # directories, so the URI a job hands them must name the same directory.
+    monkeypatch.chdir(tmp_path)
+    lake = Lake("./star-lake")
+    assert lake.uri == str(tmp_path / "star-lake") and Path(lake.uri).is_absolute()
+    lake.write_table(lake.path("manifests", "m.parquet"), _manifest(2), schemas.MANIFEST)
+    elsewhere = tmp_path / "worker-cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert Lake(lake.uri).read_table(lake.path("manifests", "m.parquet")).num_rows == 2
+    assert not (elsewhere / "star-lake").exists()
+
+
 @pytest.mark.parametrize("bad", ["", "../up", "a/b", ".hidden", "a b", "x..y"])
 def test_unsafe_names_are_rejected(tmp_path, bad):
     with pytest.raises(ValueError, match="invalid feature set name"):
