@@ -59,6 +59,7 @@ def plot_timeline(
     duration_s: float | None,
     out_png: str | Path,
     min_score: float = 0.0,
+    score_labels: int = 8,
     max_per_class: int = 20,
 ) -> Path:
     """Timeline of one video's detections against its ground truth (paper Fig. 5 style).
@@ -73,6 +74,7 @@ def plot_timeline(
         duration_s: video length for the x axis; None uses the latest end time drawn.
         out_png: where to write the PNG (parent directories are created).
         min_score: detections below this score are not drawn.
+        score_labels: the strongest detections of each class labelled with their score.
         max_per_class: only the highest-scoring detections per class are drawn.
 
     Returns:
@@ -108,6 +110,9 @@ def plot_timeline(
         for d in reversed(mine):  # strongest drawn last (on top)
             alpha = 0.25 + 0.75 * (d.score / max_score)
             ax.broken_barh([(d.t_start_s, max(d.t_end_s - d.t_start_s, 1e-3))], (y + 0.1, 0.4), facecolors=color, alpha=alpha, edgecolor=color)
+        for d in mine[:score_labels]:  # the strongest detections carry their score, where the bar is wide enough
+            if d.t_end_s - d.t_start_s >= 0.03 * end_s:
+                ax.text((d.t_start_s + d.t_end_s) / 2, y + 0.3, f"{d.score:.2f}", ha="center", va="center", fontsize=7, color="black")
     for a, b in ambiguous:
         ax.axvspan(a, b, color="#bbbbbb", alpha=0.25, lw=0)
     ax.set_yticks([len(rows) - 1 - i + 0.5 for i in range(len(rows))])
@@ -116,7 +121,7 @@ def plot_timeline(
     ax.set_xlim(0, end_s)
     ax.set_xlabel("time (s)")
     n_gt = len(instances)
-    ax.set_title(f"{video_id}: ground truth (grey, top) vs detections (colour, bottom) | {n_gt} instances, {len(dets)} detections", fontsize=9)
+    ax.set_title(f"{video_id}: ground truth (grey, top) vs detections (colour, bottom, score on the bar) | {n_gt} instances, {len(dets)} detections", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     try:
         return _save(fig, out_png)

@@ -22,6 +22,13 @@ def test_timeline_writes_png(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["v1.png"]  # no temp file left behind
 
 
+def test_timeline_labels_the_strongest_detections_with_their_scores(tmp_path):
+    dets = [Detection("v1", "A", 1.5, 14.5, 0.91), Detection("v1", "B", 9.0, 28.0, 0.47), Detection("v1", "B", 30.0, 30.5, 0.2)]
+    labelled = plot_timeline("v1", dets, _gt(), ["A", "B"], 40.0, tmp_path / "scores.png").read_bytes()
+    plain = plot_timeline("v1", dets, _gt(), ["A", "B"], 40.0, tmp_path / "plain.png", score_labels=0).read_bytes()
+    assert labelled != plain  # the score text is drawn on the bars
+
+
 def test_timeline_without_ground_truth_or_detections(tmp_path):
     assert plot_timeline("v1", [], None, ["A"], None, tmp_path / "empty.png").read_bytes().startswith(PNG_MAGIC)
 
