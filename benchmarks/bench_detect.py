@@ -9,8 +9,9 @@ For each archive size (default 1,000 and 10,000 videos) the benchmark
    initialised StarDetector registered in an embedded MLflow and loaded once per actor,
    detections and manifest written to the lake, MLflow run) after clearing earlier detections,
 3. samples the memory of the whole process tree (driver, raylet, GCS, workers) every second:
-   peak summed PSS (shared pages split between processes, so the object store counts once)
-   and the driver's peak RSS,
+   peak summed PSS (shared pages split between processes, so the object store counts once),
+   peak summed private memory (heaps; without the object store's shared arena, whose pages stay
+   resident up to its high-water mark, at most ``--object-store-mb``) and the driver's peak RSS,
 4. times an I/O-only pass (the same Ray Data read and row decoding, no model) and the model
    alone on in-memory videos, to split the job's time between I/O and the model.
 
@@ -143,13 +144,17 @@ class MemorySampler:
     def __init__(self, every_s: float = 1.0) -> None:
         self.every_s = every_s
         self.peak_tree_pss_mb = 0.0
+        self.peak_tree_private_mb = 0.0
         self.peak_driver_rss_mb = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
-        total_kb = sum(_kb(f"/proc/{pid}/smaps_rollup", "Pss:") for pid in _descendants(os.getpid()))
+        pids = _descendants(os.getpid())
+        total_kb = sum(_kb(f"/proc/{pid}/smaps_rollup", "Pss:") for pid in pids)
+        private_kb = sum(_kb(f"/proc/{pid}/smaps_rollup", "Private_Clean:") + _kb(f"/proc/{pid}/smaps_rollup", "Private_Dirty:") for pid in pids)
         self.peak_tree_pss_mb = max(self.peak_tree_pss_mb, total_kb / 1024)
+        self.peak_tree_private_mb = max(self.peak_tree_private_mb, private_kb / 1024)
         self.peak_driver_rss_mb = max(self.peak_driver_rss_mb, _kb("/proc/self/status", "VmRSS:") / 1024)
 
     def _run(self) -> None:
@@ -273,10 +278,11 @@ def run_size(root: Path, n_videos: int, tracking_uri: str, args) -> dict:
         "videos_per_s": round(result.videos_per_s, 2),
         "segments_per_s": round(result.segments_per_s, 0),
         "peak_tree_pss_mb": round(mem.peak_tree_pss_mb),
+        "peak_tree_private_mb": round(mem.peak_tree_private_mb),
         "peak_driver_rss_mb": round(mem.peak_driver_rss_mb),
         "model_s_in_actors": round(result.model_s, 1),
         "model_share_of_actor_time": round(result.model_s / busy_s, 3) if busy_s else None,
-        "io_only_pass": io | {"peak_tree_pss_mb": round(io_mem.peak_tree_pss_mb)},
+        "io_only_pass": io | {"peak_tree_pss_mb": round(io_mem.peak_tree_pss_mb), "peak_tree_private_mb": round(io_mem.peak_tree_private_mb)},
         "startup_s": round(result.startup_s, 1),
         "steady_videos_per_s": round(steady, 2),
         "io_share_estimate": io_share,
@@ -295,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus-per-actor", type=float, default=0.5, help="CPU slots per actor (2 actors x 0.5 leave a slot for reads)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
+    parser.add_argument("--object-store-mb", type=int, default=None, help="object store of the local Ray (default: Ray's, ~30%% of RAM)")
     parser.add_argument("--out", default="bench_detect.json", help="results JSON")
     parser.add_argument("--delete-lakes", action="store_true", help="remove each stand-in lake after its run")
     args = parser.parse_args(argv)
@@ -307,10 +314,13 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.runtime import ensure_ray
 
     tracking_uri = register_random_model(root)
-    ensure_ray(None, num_cpus=args.num_cpus)
+    ensure_ray(None, num_cpus=args.num_cpus, object_store_memory=args.object_store_mb * 2**20 if args.object_store_mb else None)
+    import ray
+
+    object_store_mb = round(ray.cluster_resources().get("object_store_memory", 0) / 2**20)
     first_lake = ensure_lake(root, min(args.sizes))
     results = {
-        "machine": {"cpus": os.cpu_count(), "ray_cpus": args.num_cpus, "python": platform.python_version(), "load_avg_start": os.getloadavg()},
+        "machine": {"cpus": os.cpu_count(), "ray_cpus": args.num_cpus, "object_store_mb": object_store_mb, "python": platform.python_version(), "load_avg_start": os.getloadavg()},
         "settings": {"actors": args.actors, "cpus_per_actor": args.cpus_per_actor, "batch_size": args.batch_size, "feat_dim": FEAT_DIM, "mean_segments": MEAN_SEGMENTS, "classes": N_CLASSES},
         "model_only": model_only(first_lake, tracking_uri),
         "sizes": [],

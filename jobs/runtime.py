@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 log = logging.getLogger("star")
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
     """Attach to Ray once per process.
 
     ``address`` (or ``RAY_ADDRESS``) names a running cluster (``ray://``, ``host:port`` or
     ``auto``); with neither, a local Ray is started in-process (``address="local"``), so a
-    laptop needs nothing running. Token auth is off for the embedded local cluster unless
+    laptop needs nothing running; ``num_cpus`` and ``object_store_memory`` (bytes) size that
+    local Ray only. Token auth is off for the embedded local cluster unless
     ``RAY_AUTH_MODE`` says otherwise.
     """
     import ray
@@ -31,7 +32,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=target, log_to_driver=True)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False, log_to_driver=True)
     try:
         from ray.data import DataContext
 
