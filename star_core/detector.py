@@ -57,8 +57,9 @@ def pad_batch(arrays: Sequence[np.ndarray], device: torch.device | str = "cpu") 
     N = max(a.shape[0] for a in arrays)
     feats = torch.zeros(B, N, D, dtype=torch.float32)
     mask = torch.zeros(B, N, dtype=torch.bool)
+    view = feats.numpy()  # shares memory: one copy per video, also from read-only (Arrow-backed) arrays
     for b, a in enumerate(arrays):
-        feats[b, : a.shape[0]] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        view[b, : a.shape[0]] = a
         mask[b, : a.shape[0]] = True
     return feats.to(device), mask.to(device)
 

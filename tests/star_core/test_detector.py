@@ -137,3 +137,18 @@ def test_overfits_a_tiny_synthetic_set_to_high_localization_map():
     result = evaluate_detections(dets, [lab for _, lab in pairs], classes)
     print(f"overfit: {train_s:.1f} s training, mAP@0.5 {result.map['0.5']:.1f}, avg0.1:0.7 {result.avg_0_1_0_7:.1f}, {len(dets)} detections")
     assert result.map["0.5"] >= 85.0, result.table()
+
+
+def test_pad_batch_takes_read_only_arrays_of_any_float_dtype_without_warning():
+    import warnings
+
+    from star_core.detector import pad_batch
+
+    a = np.arange(12, dtype=np.float64).reshape(4, 3)
+    a.setflags(write=False)  # as numpy views of Arrow buffers read from Parquet are
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        feats, mask = pad_batch([a, np.ones((2, 3), np.float32)])
+    assert feats.dtype == torch.float32 and tuple(feats.shape) == (2, 4, 3)
+    assert feats[0, 3].tolist() == [9.0, 10.0, 11.0] and feats[1, 2:].abs().sum().item() == 0.0
+    assert mask.tolist() == [[True] * 4, [True, True, False, False]]
