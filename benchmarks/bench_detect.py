@@ -123,15 +123,24 @@ def _descendants(root_pid: int) -> list[int]:
     return found
 
 
-def _kb(path: str, key: str) -> int:
+def _kb(path: str, *keys: str) -> dict[str, int]:
+    """The ``keys`` of a /proc status-style file in kB (0 when missing), read once."""
+    out = dict.fromkeys(keys, 0)
     try:
         with open(path) as fh:
             for line in fh:
-                if line.startswith(key):
-                    return int(line.split()[1])
+                key = line.split(":", 1)[0] + ":"
+                if key in out:
+                    out[key] = int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return out
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(PSS, private = Private_Clean + Private_Dirty) of one process in kB, from one read of smaps_rollup."""
+    m = _kb(f"/proc/{pid}/smaps_rollup", "Pss:", "Private_Clean:", "Private_Dirty:")
+    return m["Pss:"], m["Private_Clean:"] + m["Private_Dirty:"]
 
 
 class MemorySampler:
@@ -150,12 +159,10 @@ class MemorySampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
-        pids = _descendants(os.getpid())
-        total_kb = sum(_kb(f"/proc/{pid}/smaps_rollup", "Pss:") for pid in pids)
-        private_kb = sum(_kb(f"/proc/{pid}/smaps_rollup", "Private_Clean:") + _kb(f"/proc/{pid}/smaps_rollup", "Private_Dirty:") for pid in pids)
-        self.peak_tree_pss_mb = max(self.peak_tree_pss_mb, total_kb / 1024)
-        self.peak_tree_private_mb = max(self.peak_tree_private_mb, private_kb / 1024)
-        self.peak_driver_rss_mb = max(self.peak_driver_rss_mb, _kb("/proc/self/status", "VmRSS:") / 1024)
+        per_pid = [memory_kb(pid) for pid in _descendants(os.getpid())]
+        self.peak_tree_pss_mb = max(self.peak_tree_pss_mb, sum(p for p, _ in per_pid) / 1024)
+        self.peak_tree_private_mb = max(self.peak_tree_private_mb, sum(q for _, q in per_pid) / 1024)
+        self.peak_driver_rss_mb = max(self.peak_driver_rss_mb, _kb("/proc/self/status", "VmRSS:")["VmRSS:"] / 1024)
 
     def _run(self) -> None:
         while not self._stop.is_set():

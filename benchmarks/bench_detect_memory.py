@@ -6,7 +6,7 @@ prints the summed private memory (heaps, without the object store's shared arena
 process tree every 10 s, and the processes holding it at the peak. A flat series over the run
 means memory does not grow with the number of videos streamed.
 
-    PYTHONPATH=benchmarks python benchmarks/bench_detect_memory.py /tmp/star-bench-detect/lake-10000 [--object-store-mb 2048]
+    python benchmarks/bench_detect_memory.py /tmp/star-bench-detect/lake-10000 [--object-store-mb 2048]
 """
 
 from __future__ import annotations
@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.wait(1.0):
             rows = []
             for pid in b._descendants(os.getpid()):
-                f = f"/proc/{pid}/smaps_rollup"
-                rows.append(((b._kb(f, "Private_Clean:") + b._kb(f, "Private_Dirty:")) // 1024, pid, _cmd(pid)))
+                rows.append((b.memory_kb(pid)[1] // 1024, pid, _cmd(pid)))
             total = sum(r[0] for r in rows)
             series.append((round(time.monotonic() - t0), total, len(rows)))
             if total > peak["mb"]:

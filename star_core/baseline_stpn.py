@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from star_core.data import Detection, VideoFeatures, VideoLabels
+from star_core.detector import pad_batch
 from star_core.localize import Proposal, nms_per_class, proposals_from_score, score_interval
 from star_core.model.config import LocalizeConfig
 
@@ -75,17 +76,6 @@ def _sample(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     return np.minimum((edges[:-1] + rng.random(k) * (edges[1:] - edges[:-1])).astype(np.int64), n - 1)
 
 
-def _pad(arrays: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """List of (N_b, D) -> (B, N_max, D) float32 and mask (B, N_max)."""
-    n_max, d = max(a.shape[0] for a in arrays), arrays[0].shape[1]
-    feats = torch.zeros(len(arrays), n_max, d)
-    mask = torch.zeros(len(arrays), n_max, dtype=torch.bool)
-    for b, a in enumerate(arrays):
-        feats[b, : a.shape[0]] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-        mask[b, : a.shape[0]] = True
-    return feats, mask
-
-
 class StpnDetector(nn.Module):
     """Both STPN streams with their class list; ``detect_batch`` mirrors ``StarDetector``'s."""
 
@@ -116,7 +106,7 @@ class StpnDetector(nn.Module):
             for video in videos:
                 per_stream = []
                 for net, arr in ((self.rgb, video.rgb), (self.flow, video.flow)):
-                    feats, mask = _pad([arr])
+                    feats, mask = pad_batch([arr])
                     logits, lam, tcam = net(feats, mask)
                     per_stream.append((torch.sigmoid(logits[0]).numpy(), lam[0].numpy(), torch.sigmoid(tcam[0]).numpy()))
                 (p_rgb, l_rgb, c_rgb), (p_flow, l_flow, c_flow) = per_stream
@@ -181,7 +171,7 @@ def fit_stpn(
             picks = [_sample(pairs[v][0].n_segments, cfg.sample_segments, rng) for v in batch]
             y = torch.from_numpy(targets[batch])
             for stream in ("rgb", "flow"):
-                feats, mask = _pad([getattr(pairs[v][0], stream)[i] for v, i in zip(batch, picks)])
+                feats, mask = pad_batch([getattr(pairs[v][0], stream)[i] for v, i in zip(batch, picks)])
                 logits, lam, _ = getattr(det, stream)(feats, mask)
                 total, cls, sparsity = stpn_loss(logits, lam, y, cfg.beta_sparsity)
                 optims[stream].zero_grad()
