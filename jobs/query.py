@@ -10,6 +10,14 @@ Views:
                 (``<name>-v<version>``, string) and ``date`` (DATE).
     features    metadata of every feature row of every feature set (no ``rgb``/``flow``).
     labels      the latest version of every dataset, with ``dataset`` and ``dataset_version``.
+
+Sandbox (issue 17): a query is one read-only statement over these views. After the views are
+registered the connection is locked down with DuckDB's own settings: ``temp_directory=''`` (no
+spill directory, which DuckDB would otherwise allow-list for writes), ``enable_external_access=false``
+(no COPY, ATTACH, read_csv/read_text/glob, extension loading or Python replacement scans) and
+``lock_configuration=true`` (a query cannot ``SET`` them back). The views still work because the
+lake is read by pyarrow through the registered datasets, never by DuckDB's file system. Before
+running, :func:`query` parses the SQL and refuses anything but exactly one SELECT statement.
 """
 
 from __future__ import annotations
@@ -98,7 +106,8 @@ def connect(lake: Lake | str):
         lake: a :class:`Lake` or its URI (local path or ``s3://bucket/prefix``).
 
     Returns:
-        ``duckdb.DuckDBPyConnection`` (in-memory; the lake is read, never written).
+        ``duckdb.DuckDBPyConnection`` (in-memory; the lake is read, never written), locked down by
+        :func:`lock_down`: SQL on it cannot touch files, the network or its own settings.
     """
     import duckdb
 
@@ -112,14 +121,49 @@ def connect(lake: Lake | str):
     con.execute(f"CREATE VIEW features AS SELECT {', '.join(FEATURE_METADATA)} FROM _features")
     con.register("_labels", labels_table(lake))
     con.execute("CREATE VIEW labels AS SELECT * FROM _labels")
+    lock_down(con)
     return con
+
+
+# Applied in this order: the spill directory must be cleared while it can still be changed (DuckDB
+# allow-lists it for file access even with external access off), and the lock comes last.
+LOCKDOWN = ("SET temp_directory = ''", "SET enable_external_access = false", "SET lock_configuration = true")
+
+
+def lock_down(con) -> None:
+    """No file, network or extension access from SQL on ``con`` from now on, and no way to undo that."""
+    for statement in LOCKDOWN:
+        con.execute(statement)
+
+
+def single_select(con, sql: str) -> str:
+    """``sql`` if it is exactly one SELECT statement (DESCRIBE/SHOW/SUMMARIZE parse as SELECT).
+
+    Raises:
+        ValueError: empty SQL, several statements, or a statement of another kind (named).
+    """
+    import duckdb
+
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise ValueError(f"query failed: {exc}") from None
+    if not statements:
+        raise ValueError("query: empty SQL")
+    if len(statements) > 1:
+        raise ValueError(f"query: one statement per call, got {len(statements)} (remove the ';'-separated extra statements)")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise ValueError(f"query: only read-only SELECT queries over the views {', '.join(VIEWS)} are allowed, got a {kind.name} statement")
+    return sql
 
 
 def query(lake: Lake | str, sql: str) -> pa.Table:
     """Run ``sql`` against the lake's views and return the result as an Arrow table.
 
     Raises:
-        ValueError: the SQL is empty or DuckDB rejects it (the message names the problem).
+        ValueError: the SQL is empty, is not exactly one SELECT, reaches outside the lake's views,
+            or DuckDB rejects it (the message names the problem).
     """
     import duckdb
 
@@ -127,10 +171,7 @@ def query(lake: Lake | str, sql: str) -> pa.Table:
         raise ValueError("query: empty SQL")
     con = connect(lake)
     try:
-        result = con.sql(sql)
-        if result is None:  # a statement without a result (e.g. SET)
-            return pa.table({})
-        return _arrow(result)
+        return _arrow(con.sql(single_select(con, sql)))
     except duckdb.Error as exc:
         raise ValueError(f"query failed: {exc}") from None
     finally:

@@ -140,3 +140,68 @@ def test_timeline_inputs_and_plot_command(lake, tmp_path, capsys):
     assert "2 detections of star-v2" in capsys.readouterr().out
     assert star(["plot", "nosuchvideo", "--lake", lake.uri, "--out", str(tmp_path / "x.png")]) == 2
     assert "no detections" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+
+
+# ----- sandbox: one read-only statement over the views, no file or network access (issue 17) --------------
+# {outside}: a directory outside the lake; {junk}: a new file in a feature set of the lake; {part}: a lake file
+ESCAPES = {
+    "copy_to": "COPY (SELECT 1 AS x) TO '{outside}/out.csv'",
+    "copy_junk_into_features": "COPY (SELECT 'junk' AS video_id) TO '{junk}' (FORMAT parquet)",
+    "read_csv": "SELECT * FROM read_csv('/etc/passwd')",
+    "read_text": "SELECT * FROM read_text('/etc/passwd')",
+    "glob": "SELECT * FROM glob('/etc/*')",
+    "parquet_by_path": "SELECT * FROM '{part}'",
+    "attach": "ATTACH '{outside}/new.db' AS other",
+    "multi_statement": "SELECT 1; COPY (SELECT 1 AS x) TO '{outside}/second.csv'",
+    "unlock": "SET enable_external_access = true",
+    "install": "INSTALL httpfs",
+    "drop_view": "DROP VIEW detections",
+    "spill_dir": "COPY (SELECT 1 AS x) TO '{outside}/.tmp/spill.csv'",
+}
+
+
+@pytest.mark.parametrize("name", ESCAPES)
+def test_query_escapes_are_refused(lake, tmp_path, monkeypatch, name, capsys):
+    outside = tmp_path / "outside"
+    (outside / ".tmp").mkdir(parents=True)
+    monkeypatch.chdir(outside)  # DuckDB's default spill directory is ./.tmp, which it allow-lists
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    sql = ESCAPES[name].format(outside=outside, junk=lake.path("features/fs-test/part-junk.parquet"), part=lake.list_files(lake.path("features"))[0])
+    with pytest.raises(ValueError) as err:
+        q.query(lake, sql)
+    assert str(err.value).startswith("query")
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing written anywhere, the lake included
+    # the same through the CLI: exit 2, a one-line reason, no traceback
+    assert star(["query", sql, "--lake", lake.uri]) == 2
+    captured = capsys.readouterr()
+    assert "query" in captured.err and "Traceback" not in captured.err and captured.out == ""
+    # and the lake still answers plainly afterwards
+    assert q.query(lake, "SELECT count(*) AS n FROM features").column("n")[0].as_py() == 3
+
+
+def test_query_reasons_name_the_problem(lake):
+    with pytest.raises(ValueError, match="one statement per call, got 2"):
+        q.query(lake, "SELECT 1; SELECT 2")
+    with pytest.raises(ValueError, match="only read-only SELECT.*got a COPY statement"):
+        q.query(lake, "COPY (SELECT 1) TO 'x.csv'")
+    with pytest.raises(ValueError, match="disabled by configuration"):
+        q.query(lake, "SELECT * FROM read_csv('/etc/passwd')")
+    with pytest.raises(ValueError, match="empty SQL"):
+        q.query(lake, "-- only a comment")
+    # read-only forms of SELECT still work
+    assert q.query(lake, "SELECT 1 AS one;").column("one").to_pylist() == [1]
+    assert "column_name" in q.query(lake, "DESCRIBE detections").column_names
+    assert q.query(lake, "WITH d AS (FROM detections) SELECT count(*) AS n FROM d").column("n")[0].as_py() == 6
+
+
+def test_query_on_an_s3_lake_is_sandboxed_and_still_reads(s3_lake_uri):
+    lake = Lake(s3_lake_uri)
+    tables.write_features(lake, "fs-test", [_video(f"v{i}") for i in range(2)])
+    _write(lake, 1, RECENT, "run-s3", [Detection("v0", "CricketShot", 0.0, 1.0, 0.5)])
+    assert q.query(lake, "SELECT count(*) AS n FROM features").column("n")[0].as_py() == 2
+    assert q.query(lake, "SELECT video_id, model FROM detections").to_pylist() == [{"video_id": "v0", "model": "star-v1"}]
+    with pytest.raises(ValueError, match="disabled by configuration|only read-only"):
+        q.query(lake, f"SELECT * FROM read_parquet('{lake.path('features')}/**/*.parquet')")
+    with pytest.raises(ValueError):
+        q.query(lake, f"COPY (SELECT 1 AS x) TO '{lake.path('features/fs-test/part-junk.parquet')}' (FORMAT parquet)")
+    assert len(lake.list_files(lake.path("features"))) == 1
