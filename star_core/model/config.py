@@ -47,6 +47,8 @@ class TrainConfig:
     eval_every_epochs: int = 0  # evaluate on the test split every K epochs (0 = only at the end)
     grad_clip_norm: float = 10.0  # clip the global grad norm per stream (0 = off)
     sample_jitter: bool = True  # random offset inside each of the uniform bins when sampling segments
+    checkpoint_every_epochs: int = 0  # checkpoint every K epochs (0 = time-based, see next); the last epoch always
+    checkpoint_min_interval_s: float = 60.0  # with K = 0: at most one checkpoint per this many seconds
 
 
 @dataclass(frozen=True)
