@@ -49,7 +49,6 @@ from star_core.video.config import FeatureConfig
 log = logging.getLogger("star.extract")
 
 JOB = "extract"
-_FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION")
 
 
 @dataclass(frozen=True)
@@ -262,11 +261,12 @@ def _process(run: _Run, todo: list[str], progress: Any) -> None:
     import ray
 
     from jobs import extract_workers as workers
+    from jobs.worker_env import forwarded_env
 
     cfg = run.cfg
     use_gpu, n_actors, in_flight = _plan_resources(cfg)
     fault = os.environ.get(workers.FAULT_ENV) or None
-    env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
+    env = forwarded_env()  # endpoints only, never credentials (docs/operations.md, "Credentials")
     log.info("%d I3D actor(s) on %s, %d decode+flow task(s) in flight, shards of %d videos", n_actors, "GPU" if use_gpu else "CPU", in_flight, cfg.shard_videos)
     actor_cls = ray.remote(workers.Embedder).options(
         num_cpus=cfg.actor_cpus, num_gpus=1 if use_gpu else 0, max_restarts=cfg.max_retries, max_task_retries=cfg.max_retries

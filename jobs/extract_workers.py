@@ -76,7 +76,7 @@ class Embedder:
     """Holds one I3D extractor (both streams) for the actor's lifetime; embeds prepared videos."""
 
     def __init__(self, features_cfg: Any, device: str, env: dict[str, str] | None = None) -> None:
-        for key, value in (env or {}).items():  # endpoints/credentials for weights on object storage
+        for key, value in (env or {}).items():  # endpoints for weights on object storage (never credentials)
             os.environ.setdefault(key, value)
         from star_core.video import I3DExtractor
 

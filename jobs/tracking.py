@@ -496,9 +496,7 @@ def finish_detect_run(uri: str, run_id: str, metrics: Mapping[str, float], tags:
 
 
 def worker_env(uri: str) -> dict[str, str]:
-    """Environment a Ray worker needs to load models from ``uri`` (no secrets: endpoints only)."""
-    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # no bars in job logs
-    for key in ("MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"):
-        if os.environ.get(key):
-            env[key] = os.environ[key]
-    return env
+    """Environment a Ray worker needs to load models from ``uri`` (no secrets: endpoints only, jobs.worker_env)."""
+    from jobs.worker_env import forwarded_env
+
+    return {**forwarded_env(), "MLFLOW_TRACKING_URI": uri, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # no bars in job logs

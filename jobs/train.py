@@ -39,13 +39,6 @@ from star_core.io.lake import Lake, check_name
 log = logging.getLogger("star.train")
 
 RUN_STATE_FILE = "star_run.json"
-# Variables the training workers need to reach S3 and MLflow, forwarded from the driver when set
-# (a cluster started before they were exported would not have them otherwise).
-FORWARDED_ENV = (
-    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "AWS_DEFAULT_REGION", "AWS_REGION", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME",
-    "MLFLOW_TRACKING_PASSWORD", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
-)
 # Job fields that may change between the interrupted run and its resumption.
 _RESUME_FREE = ("workers", "use_gpu", "ray_address", "run_name", "eval_every_epochs", "timelines_logged", "max_failures", "cpus_per_worker", "alias", "fail_after_epoch")
 
@@ -117,10 +110,6 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 def _dataset_source(lake: Lake, name: str, version: int) -> dict[str, Any]:
     meta = lake.read_json(f"{lake.labels_dir(name, version)}/dataset.json")
     return meta.get("source") or {}
-
-
-def _forwarded_env() -> dict[str, str]:
-    return {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
 
 
 def _resolve_inputs(cfg: TrainJobConfig, lake: Lake, state: dict | None):
@@ -252,6 +241,7 @@ def _fit(cfg: TrainJobConfig, lake: Lake, run_name: str, loop_config: dict, uri:
 
     from jobs import tracking
     from jobs.train_worker import train_loop
+    from jobs.worker_env import forwarded_env
     from star_core.io.fs import to_arrow_fs
 
     trainer = TorchTrainer(
@@ -264,7 +254,7 @@ def _fit(cfg: TrainJobConfig, lake: Lake, run_name: str, loop_config: dict, uri:
             storage_filesystem=to_arrow_fs(lake.fs),
             checkpoint_config=CheckpointConfig(num_to_keep=2),  # the latest two; resume takes the latest
             failure_config=FailureConfig(max_failures=cfg.max_failures),
-            worker_runtime_env={"env_vars": _forwarded_env()},
+            worker_runtime_env={"env_vars": forwarded_env()},  # endpoints only: Ray logs env_vars (docs/operations.md)
         ),
     )
     t0 = time.monotonic()

@@ -66,8 +66,11 @@ def s3_lake_uri(s3, request) -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_address(services_dir):
-    """GCS address of a local 2-CPU Ray cluster started with `ray start --head`."""
+def ray_address(services_dir, s3):
+    """GCS address of a local 2-CPU Ray cluster started with `ray start --head`.
+
+    Started after ``s3``: like a real cluster's pods, its workers get the object store's endpoint
+    and keys from their own environment (drivers forward endpoints only: jobs/worker_env.py)."""
     address, dashboard = services.start_ray_head(services_dir)
     old = os.environ.get("RAY_ADDRESS")
     os.environ["RAY_ADDRESS"] = address
