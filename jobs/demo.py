@@ -73,11 +73,17 @@ def run_demo(cfg: DemoConfig) -> dict:
     from star_core.io.lake import Lake
     from star_core.synth_video import make_demo_set
 
+    from jobs.runtime import ensure_ray, new_run_id, ray_log_dir, set_ray_log_dir
+
     total = 7
     t_start = time.monotonic()
     lake = Lake(cfg.lake_uri)
     videos_dir = Path(cfg.videos_dir).resolve()
     summary: dict = {"lake": lake.url(), "videos_dir": str(videos_dir)}
+    # Ray's own log lines go to files (the console shows star's lines; -v shows everything).
+    demo_logs = lake.path("logs", new_run_id("demo")) if lake.is_local else None
+    ensure_ray(log_dir=demo_logs)
+    summary["ray_logs"] = str(ray_log_dir())
 
     t = _step(1, total, f"generating {cfg.n_videos} videos with known actions in {videos_dir}")
     videos = make_demo_set(videos_dir, n_videos=cfg.n_videos, duration_s=cfg.duration_s, size=cfg.video_size, seed=cfg.seed)
@@ -114,6 +120,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         train_job.job_config(cfg.lake_uri, cfg.dataset, star=star, workers=cfg.workers, feature_set=extracted.feature_set, model_name=cfg.model_name)
     )
     summary |= {"mlflow_run_id": trained.run_id, "model_uri": trained.model_uri, "tracking_uri": trained.tracking_uri, "metrics": trained.metrics}
+    summary["ray_logs_train"] = str(ray_log_dir())
+    set_ray_log_dir(summary["ray_logs"])  # detection's lines back into the demo's log directory
     log.info("      model %s (alias set: %s) in %.0f s", trained.model_uri, trained.alias_set, time.monotonic() - t)
 
     t = _step(5, total, f"detecting actions in every video with {trained.model_uri} (Ray Data -> Parquet)")
@@ -155,6 +163,8 @@ def _print_report(summary: dict, metrics: dict, query_text: str, cfg: DemoConfig
         f"  generated videos and labels.csv:                {summary['videos_dir']}",
         f"  timeline picture:                               {summary['timeline_png']}",
         f"  model:                                          {summary['model_uri']} (MLflow run {summary['mlflow_run_id']})",
+        f"  Ray logs (extraction, detection):               {summary['ray_logs']}",
+        f"  Ray logs (training):                            {summary['ray_logs_train']}",
         "",
         "Look closer:",
         f"  MLflow UI:    .venv/bin/mlflow ui --backend-store-uri {tracking}",

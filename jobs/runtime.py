@@ -9,30 +9,52 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 log = logging.getLogger("star")
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
-    """Attach to Ray once per process.
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, object_store_memory: int | None = None, log_dir: str | os.PathLike | None = None) -> None:
+    """Attach to Ray once per process, with a quiet console (see :mod:`jobs.ray_logs`).
 
     ``address`` (or ``RAY_ADDRESS``) names a running cluster (``ray://``, ``host:port`` or
     ``auto``); with neither, a local Ray is started in-process (``address="local"``), so a
     laptop needs nothing running; ``num_cpus`` and ``object_store_memory`` (bytes) size that
     local Ray only. Token auth is off for the embedded local cluster unless
     ``RAY_AUTH_MODE`` says otherwise.
+
+    Ray's driver and worker log lines go to files in ``log_dir`` (default: Ray's session log
+    directory; a later call with another ``log_dir`` switches to it), and the terminal shows
+    star's own lines only, unless verbose (``-v`` or ``STAR_VERBOSE=1``).
     """
     import ray
 
+    from jobs import ray_logs
+
     if ray.is_initialized():
+        if log_dir is not None:
+            set_ray_log_dir(log_dir)
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    show = ray_logs.verbose()
+    backend_level_ours = "RAY_BACKEND_LOG_LEVEL" not in os.environ and not show
+    ray_logs.quiet_ray_driver_loggers(show)
+    env_vars = {ray_logs.VERBOSE_ENV: "1"} if show else {}
+    if backend_level_ours:  # only the driver's core worker is meant to be quiet; workers log as usual
+        env_vars["RAY_BACKEND_LOG_LEVEL"] = "info"
+    runtime_env = {"worker_process_setup_hook": "jobs.ray_logs.setup_worker_logging", **({"env_vars": env_vars} if env_vars else {})}
     target = address or os.environ.get("RAY_ADDRESS")
-    if target:
-        ray.init(address=target, log_to_driver=True)
-    else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False, log_to_driver=True)
+    with ray_logs.stderr_to_driver_log(show):
+        if target:
+            ray.init(address=target, log_to_driver=True, runtime_env=runtime_env)
+        else:
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            ray.init(
+                address="local", num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False, log_to_driver=True,
+                runtime_env=runtime_env,
+            )
+    ray_logs.route_worker_output(show)
+    set_ray_log_dir(log_dir)
     try:
         from ray.data import DataContext
 
@@ -40,6 +62,30 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, object_s
         ctx.enable_progress_bars = sys.stderr.isatty() and not os.environ.get("TQDM_DISABLE")
     except Exception:  # Ray Data not installed in a minimal image
         pass
+
+
+def set_ray_log_dir(log_dir: str | os.PathLike | None = None) -> Path:
+    """Send Ray's driver and worker log lines to ``log_dir`` from now on (None: Ray's session
+    log directory, else a temporary directory); logs where they go and returns the directory."""
+    import tempfile
+
+    from jobs import ray_logs
+
+    session = ray_logs.ray_session_logs_dir()
+    target = Path(log_dir) if log_dir is not None else Path(session or Path(tempfile.gettempdir()) / "star-logs" / new_run_id("ray"))
+    target = target.resolve()
+    if ray_logs.ROUTER.log_dir != target:
+        ray_logs.ROUTER.set_dir(target)
+        where = f"Ray logs: {target / ray_logs.DRIVER_LOG} (driver), {target / ray_logs.WORKERS_LOG} (workers)"
+        log.info("%s%s", where, f"; Ray's own: {session}" if session and Path(session).resolve() != target else "")
+    return target
+
+
+def ray_log_dir() -> Path | None:
+    """Where Ray's lines of this process currently go (None before :func:`ensure_ray`)."""
+    from jobs import ray_logs
+
+    return ray_logs.ROUTER.log_dir
 
 
 def new_run_id(prefix: str) -> str:

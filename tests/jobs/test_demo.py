@@ -19,6 +19,11 @@ from star_core.io import detections
 from star_core.io.lake import Lake
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+# What Ray prints by default and star's console must not (the list, and Ray's line prefixes).
+RAY_INTERNAL_MARKS = (
+    "PlacementGroupCleaner", "core_worker.cc", "logging.cc", "Checkpoint successfully created", "Reporting training result",
+    "(RayTrainWorker", "(TrainController", "(raylet)", "pid=", "streaming_executor.py", "worker.py:", "Started a local Ray instance",
+)
 
 
 def test_demo_runs_end_to_end_from_an_empty_directory(ray_address, tmp_path):
@@ -29,6 +34,15 @@ def test_demo_runs_end_to_end_from_an_empty_directory(ray_address, tmp_path):
     assert out.returncode == 0, f"star demo exited {out.returncode}\n{out.stdout[-4000:]}\n{out.stderr[-8000:]}"
     report = out.stdout
     assert "star demo finished in" in report and "Detection mAP (%) on the test videos:" in report, report[-3000:]
+
+    # A quiet console: star's own lines (the training worker's epochs among them), no Ray internals;
+    # Ray's lines are in files whose place the report prints.
+    console = out.stdout + out.stderr
+    leaked = [line for line in console.splitlines() if any(mark in line for mark in RAY_INTERNAL_MARKS)]
+    assert not leaked, "Ray-internal lines on the console:\n" + "\n".join(leaked[:20])
+    assert "INFO star.train: epoch 3/3 |" in console, console[-3000:]
+    ray_logs = Path(report.split("Ray logs (training):", 1)[1].split()[0])
+    assert (ray_logs / "ray-workers.log").is_file() and "RayTrainWorker" in (ray_logs / "ray-workers.log").read_text()
 
     lake_dir = tmp_path / "star-lake"  # the default ./star-lake, resolved against the user's directory
     assert f"lake (features, labels, detections, manifests): {lake_dir}" in report
