@@ -6,10 +6,17 @@ by wrapping around so every worker runs the same number of steps: DDP needs that
 :class:`star_core.train_loop.Trainer` with ``wrap_module=ray.train.torch.prepare_model`` (DDP
 when there is more than one worker) and runs the remaining epochs.
 
-Rank 0 alone: checkpoints every epoch (``trainer.pt`` = ``Trainer.state_dict()``, ``meta.json``
-= epoch, metric history, last evaluation), MLflow metrics and plots, evaluation on the test
-split (every K epochs and at the end), progress lines. All workers call ``ray.train.report``
-once per epoch (it is a barrier).
+Rank 0 alone: checkpoints (``trainer.pt`` = ``Trainer.state_dict()``, ``meta.json`` = epoch,
+metric history, last evaluation, the size of ``trainer.pt``) every ``train.checkpoint_every_epochs``
+epochs, or with 0 (the default) at most once per ``train.checkpoint_min_interval_s``, and always
+after the last epoch; MLflow metrics and plots, evaluation on the test split (every K epochs and
+at the end), progress lines. All workers call ``ray.train.report`` at each checkpoint only: a report
+waits for the controller's next poll (~2 s), far longer than a small epoch.
+
+Resume: every worker starts from the newest COMPLETE checkpoint in the run's directory on the lake
+(:func:`newest_complete_checkpoint`), not from Ray's own record: a worker killed right after
+``report`` leaves a checkpoint the controller never registered (a run killed after epoch 7 would
+otherwise restart from epoch 5).
 """
 
 from __future__ import annotations
@@ -30,6 +37,83 @@ log = logging.getLogger("star.train")
 
 TRAINER_FILE = "trainer.pt"
 META_FILE = "meta.json"
+
+
+CHECKPOINT_PREFIX = "checkpoint_epoch_"
+
+
+def checkpoint_dir_name(epoch: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{epoch:05d}"
+
+
+def _epoch_of(path: str) -> int | None:
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    if not name.startswith(CHECKPOINT_PREFIX):
+        return None
+    try:
+        return int(name[len(CHECKPOINT_PREFIX):])
+    except ValueError:
+        return None
+
+
+def list_checkpoints(lake, run_name: str) -> list[tuple[int, str]]:
+    """``(epoch, path)`` of every ``checkpoint_epoch_*`` directory of the run, oldest first."""
+    directory = lake.checkpoints_dir(run_name)
+    lake.fs.invalidate_cache()
+    try:
+        entries = lake.fs.ls(directory, detail=False)
+    except FileNotFoundError:
+        return []
+    return sorted((e, p) for p in entries if (e := _epoch_of(p)) is not None)
+
+
+def is_complete(lake, path: str, epoch: int) -> bool:
+    """``meta.json`` parses, names this epoch, and ``trainer.pt`` has the size it records."""
+    try:
+        meta = json.loads(lake.fs.cat_file(f"{path}/{META_FILE}"))
+        size = lake.fs.size(f"{path}/{TRAINER_FILE}")
+    except (FileNotFoundError, OSError, ValueError):
+        return False
+    return meta.get("epoch") == epoch and meta.get("trainer_bytes", size) == size
+
+
+def newest_complete_checkpoint(lake, run_name: str) -> tuple[int, str] | None:
+    """``(epoch, path)`` of the run's newest complete checkpoint on the lake, None without one."""
+    for epoch, path in reversed(list_checkpoints(lake, run_name)):
+        if is_complete(lake, path, epoch):
+            return epoch, path
+    return None
+
+
+def read_checkpoint(lake, path: str) -> tuple[dict, dict]:
+    """``(Trainer.state_dict(), meta)`` of a checkpoint directory on the lake (weights only)."""
+    import io
+
+    import torch
+
+    state = torch.load(io.BytesIO(lake.fs.cat_file(f"{path}/{TRAINER_FILE}")), map_location="cpu", weights_only=True)
+    return state, json.loads(lake.fs.cat_file(f"{path}/{META_FILE}"))
+
+
+class CheckpointCadence:
+    """When rank 0 checkpoints: every ``every_epochs`` epochs, or (0) at most once per
+    ``min_interval_s`` seconds of training; always after the last epoch."""
+
+    def __init__(self, every_epochs: int, min_interval_s: float, total_epochs: int, clock=time.monotonic):
+        if every_epochs < 0 or min_interval_s < 0:
+            raise ValueError(f"train.checkpoint_every_epochs ({every_epochs}) and train.checkpoint_min_interval_s ({min_interval_s}) must be >= 0")
+        self.every_epochs, self.min_interval_s, self.total_epochs, self.clock = every_epochs, min_interval_s, total_epochs, clock
+        self.last_s = clock()
+
+    def due(self, epochs_done: int) -> bool:
+        if epochs_done >= self.total_epochs:
+            return True
+        if self.every_epochs > 0:
+            return epochs_done % self.every_epochs == 0
+        return self.clock() - self.last_s >= self.min_interval_s
+
+    def saved(self) -> None:
+        self.last_s = self.clock()
 
 
 def shard_ids(video_ids: Sequence[str], rank: int, world_size: int) -> list[str]:
@@ -131,8 +215,9 @@ def train_loop(config: dict[str, Any]) -> None:
     from star_core.io.tables import load_dataset, read_features
     from star_core.train_loop import Trainer
 
-    if not logging.getLogger("star").handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from jobs.ray_logs import setup_worker_logging
+
+    setup_worker_logging()  # star's format (the driver shows these lines); also Ray's setup hook
     cfg = from_dict(config["star"])  # typed StarConfig from here on
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -159,22 +244,29 @@ def train_loop(config: dict[str, Any]) -> None:
     history: list[dict[str, float]] = []
     last_eval: dict[str, float] = {}
     start_epoch = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / TRAINER_FILE, map_location="cpu", weights_only=True)
-            meta = json.loads((Path(d) / META_FILE).read_text())
+    run_name = config["run_name"]
+    registered = ray.train.get_checkpoint()  # Ray's record; may lag behind what was written
+    registered_epoch = (_epoch_of(registered.path) or 0) if registered is not None else 0
+    newest = newest_complete_checkpoint(lake, run_name)
+    orphans: list[str] = []  # checkpoints Ray does not track (its num_to_keep never deletes them)
+    if newest is not None:
+        state, meta = read_checkpoint(lake, newest[1])
         trainer.load_state_dict(state)
         start_epoch = trainer.epoch
         history, last_eval = meta["history"], meta.get("eval", {})
+        orphans = [p for e, p in list_checkpoints(lake, run_name) if e > registered_epoch]
         if rank == 0:
-            log.info("resuming run %s from its checkpoint after epoch %d of %d", config["run_name"], start_epoch, cfg.train.epochs)
+            log.info("resuming run %s from its newest complete checkpoint, after epoch %d of %d (%s)", run_name, start_epoch, cfg.train.epochs, newest[1])
+            for e, p in list_checkpoints(lake, run_name):
+                if e > start_epoch:  # incomplete (killed while saving): never resumed from, rewritten below
+                    lake.fs.rm(p, recursive=True)
 
     epochs = cfg.train.epochs
     eval_every = int(config["eval_every_epochs"] or 0)
     uri, run_id = config["tracking_uri"], config["mlflow_run_id"]
     test_labels = [labels_by_id[v] for v in config["test_ids"]]
     fail_after = config.get("fail_after_epoch")  # fault injection for the resume test only
+    cadence = CheckpointCadence(cfg.train.checkpoint_every_epochs, cfg.train.checkpoint_min_interval_s, epochs)
     t_start = time.monotonic()
 
     if start_epoch >= epochs:  # killed after the last checkpoint, before the driver finished: nothing to train
@@ -208,13 +300,23 @@ def train_loop(config: dict[str, Any]) -> None:
             rate_s = (time.monotonic() - t_start) / (done - start_epoch)
             terms = " ".join(f"{k} {metrics[k]:.4f}" for k in ("rgb/total", "flow/total", "rgb/classification", "flow/classification") if k in metrics)
             log.info("epoch %d/%d | %s | %.2f s/epoch | ETA %.0f s", done, epochs, terms, epoch_s, rate_s * (epochs - done))
-            tmp = tempfile.mkdtemp(prefix="star-ckpt-")
-            torch.save(trainer.state_dict(), Path(tmp) / TRAINER_FILE)
-            (Path(tmp) / META_FILE).write_text(json.dumps({"epoch": done, "history": history, "eval": last_eval, "run_name": config["run_name"]}))
-            ckpt = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(report, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_epoch_{done:05d}")
+        # Report (a barrier that waits for the controller's next poll, ~2 s) only with a checkpoint:
+        # rank 0's clock decides, every worker follows.
+        save = _reduce_across_workers({"save": float(rank == 0 and cadence.due(done))}, op="max")["save"] > 0
+        if save:
+            if rank == 0:
+                tmp = tempfile.mkdtemp(prefix="star-ckpt-")
+                torch.save(trainer.state_dict(), Path(tmp) / TRAINER_FILE)
+                meta = {"epoch": done, "history": history, "eval": last_eval, "run_name": run_name, "trainer_bytes": (Path(tmp) / TRAINER_FILE).stat().st_size}
+                (Path(tmp) / META_FILE).write_text(json.dumps(meta))
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(report, checkpoint=ckpt, checkpoint_dir_name=checkpoint_dir_name(done))
+            cadence.saved()
         if ckpt is not None:
             shutil.rmtree(ckpt.path, ignore_errors=True)  # uploaded synchronously; the local copy is done
+            for path in orphans:  # a newer checkpoint exists now: the untracked older ones can go
+                lake.fs.rm(path, recursive=True)
+            orphans = []
         if fail_after is not None and done == int(fail_after) and start_epoch == 0 and rank == 0:
             log.warning("fault injection: worker exits after epoch %d", done)
             os._exit(17)

@@ -114,6 +114,49 @@ def test_shards_are_equal_and_cover_all_videos():
     assert shard_ids(ids, 0, 1) == ids
 
 
+def test_checkpoint_cadence_every_k_or_by_time_and_always_the_last():
+    from jobs.train_worker import CheckpointCadence
+
+    every3 = CheckpointCadence(3, 60.0, total_epochs=7)
+    assert [e for e in range(1, 8) if every3.due(e)] == [3, 6, 7]
+    now = [0.0]
+    timed = CheckpointCadence(0, 60.0, total_epochs=100, clock=lambda: now[0])
+    due = []
+    for epoch in range(1, 101):
+        now[0] += 25.0  # 25 s per epoch: one checkpoint per 3 epochs (>= 60 s), plus the last
+        if timed.due(epoch):
+            due.append(epoch)
+            timed.saved()
+    assert due[:3] == [3, 6, 9] and due[-1] == 100 and len(due) == 34
+    with pytest.raises(ValueError, match="checkpoint_every_epochs"):
+        CheckpointCadence(-1, 60.0, 5)
+
+
+def test_newest_complete_checkpoint_skips_partial_ones(tmp_path):
+    from jobs.train_worker import META_FILE, TRAINER_FILE, checkpoint_dir_name, newest_complete_checkpoint
+    from star_core.io.lake import Lake
+
+    lake = Lake(str(tmp_path / "lake"))
+    run = Path(lake.checkpoints_dir("r"))
+    assert newest_complete_checkpoint(lake, "r") is None
+
+    def write(epoch: int, trainer: bytes, recorded: int | None = None, meta: str | None = None) -> None:
+        d = run / checkpoint_dir_name(epoch)
+        d.mkdir(parents=True)
+        (d / TRAINER_FILE).write_bytes(trainer)
+        if meta is None:
+            meta = json.dumps({"epoch": epoch, "trainer_bytes": len(trainer) if recorded is None else recorded})
+        (d / META_FILE).write_text(meta)
+
+    write(5, b"x" * 10)
+    write(7, b"x" * 10)
+    assert newest_complete_checkpoint(lake, "r") == (7, str(run / "checkpoint_epoch_00007"))
+    write(8, b"x" * 4, recorded=10)  # trainer.pt cut short by a kill during the upload
+    write(9, b"x" * 10, meta='{"epoch": 9, "trai')  # meta.json cut short
+    (run / "logs").mkdir()
+    assert newest_complete_checkpoint(lake, "r")[0] == 7
+
+
 def test_cli_builds_typed_config(tmp_path):
     import argparse
 
@@ -264,7 +307,7 @@ def test_train_tracks_registers_resumes_and_keeps_champion(tiny_s3_dataset, s3_l
     assert pickled.detect_batch(test_videos[:1]) == trained.detect_batch(test_videos[:1])
 
     # 2) a run killed after epoch 2 of 4 (fault injection, no in-run retries) ...
-    weak = tiny_config(**{"train.lr": 1e-6, "train.epochs": 4})
+    weak = tiny_config(**{"train.lr": 1e-6, "train.epochs": 4, "train.checkpoint_every_epochs": 1})
     with pytest.raises(TrainingFailedError):
         train(TrainJobConfig(star=weak, run_name="weak", fail_after_epoch=2, **common))
     killed_run_id = json.loads(lake.fs.cat_file(f"{lake.checkpoints_dir('weak')}/star_run.json"))["mlflow_run_id"]
@@ -275,11 +318,11 @@ def test_train_tracks_registers_resumes_and_keeps_champion(tiny_s3_dataset, s3_l
     # ... resumes from its last checkpoint with the same name and finishes the same 4 epochs.
     second = train(TrainJobConfig(star=weak, run_name="weak", **common))
     assert second.run_id == killed_run_id and second.epochs_completed == 4
-    assert 1 <= second.resumed_from_epoch <= 2
+    assert second.resumed_from_epoch == 2  # the newest complete checkpoint, even if Ray never registered it
     steps = sorted({m.step for m in client.get_metric_history(second.run_id, "flow/total")})
     assert steps == [1, 2, 3, 4]
     _, ckpts = _latest_checkpoint_detector(lake, "weak")
-    assert ckpts[-1].endswith("checkpoint_epoch_00004") and len(ckpts) <= 2  # num_to_keep=2
+    assert ckpts[-1].endswith("checkpoint_epoch_00004") and len(ckpts) <= 2  # num_to_keep=2, untracked ones removed
 
     # 3) its lower test mAP does not take the alias from the first model.
     assert second.model_version == "2" and not second.alias_set
