@@ -13,12 +13,13 @@ nightly-detect: extract (new videos under videos_uri; the job skips videos with 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from flows import report, tasks
-from flows.params import Mode, Resources, resolve_lake_uri
+from flows.params import LAKE_ENV, Mode, Resources, resolve_dataset, resolve_lake_uri
 
 
 def _forward_job_logs() -> None:
@@ -46,7 +47,7 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
 @flow(name="star", description="STAR: train (features -> train -> evaluate -> register) or nightly detection.", validate_parameters=True)
 def star(
     mode: Mode = "train",
-    dataset: str = "thumos14",
+    dataset: str | None = None,
     lake_uri: str | None = None,
     model_name: str = "star",
     alias: str = "champion",
@@ -62,8 +63,10 @@ def star(
 
     Args:
         mode: ``"train"`` or ``"nightly-detect"``.
-        dataset: dataset (labels) in the lake to train on (train mode).
-        lake_uri: lake root (local path or ``s3://bucket/prefix``); None: ``STAR_LAKE_URI`` of the worker.
+        dataset: dataset (labels) in the lake to train on (train mode); None: the lake's only
+            dataset, else its most recent one (the log says which).
+        lake_uri: lake root (local path or ``s3://bucket/prefix``); None: ``STAR_LAKE_URI`` of the
+            worker, else ``./star-lake`` of the directory the worker was started in.
         model_name: MLflow registered model name.
         alias: alias moved to a better model (train) / used to pick the model (nightly-detect).
         videos_uri: new videos to extract first (prefix, glob or list file); train mode extracts
@@ -91,8 +94,12 @@ def star(
         resources=resources,
     )
     settings.star_config()  # a bad config file or override fails the run here, before any job starts
-    log.info("star %s on lake %s", mode, lake)
+    log.info("star %s on lake %s%s", mode, lake, "" if lake_uri else " (no lake_uri parameter: " + ("STAR_LAKE_URI)" if os.environ.get(LAKE_ENV) else "./star-lake where the worker started)"))
     if mode == "train":
+        if labels_uri and not dataset:
+            raise ValueError("labels_uri needs a dataset parameter: the name the labels are imported as")
+        dataset, why = (dataset, "the dataset parameter") if dataset else resolve_dataset(lake, None)
+        log.info("training on dataset %r (%s)", dataset, why)
         summary = _train(settings, dataset, model_name, alias, labels_uri)
     elif mode == "nightly-detect":
         summary = _nightly_detect(settings, model_name, alias, videos_uri)

@@ -228,3 +228,44 @@ def test_train_and_nightly_deployments(prefect_server, s3, mlflow_server, ray_ad
         raise
     finally:
         stack.stop_worker()
+
+
+def test_bare_deployment_runs_after_the_quickstart(prefect_server, ray_address, tmp_path):
+    """``star demo`` in a directory, then the README's Prefect steps from it: the bare commands
+    ``prefect deployment run star/train`` and ``star/nightly-detect`` (no parameters, no STAR_LAKE_URI,
+    no MLflow server) train and detect on ``./star-lake`` of the worker's directory."""
+    from star_core.io import tables
+    from star_core.io.lake import Lake
+
+    quickstart = tmp_path / "quickstart"
+    lake = Lake(str(quickstart / "star-lake"))  # what `star demo` leaves behind (tiny stand-in)
+    classes, pairs = make_videos(n_videos=6, n_classes=2, feat_dim=16, n_segments=(20, 30), seed=5)
+    for i, (_, lab) in enumerate(pairs):
+        lab.split = "test" if i >= 4 else "train"
+    tables.write_features(lake, "demo16", [f for f, _ in pairs])
+    tables.save_dataset(lake, "demo", classes, [lab for _, lab in pairs], source={"feature_set": "demo16"})
+    # The worker is started from the quickstart directory by a shell (PWD), with the user's plain environment.
+    stack = Stack(prefect_server, "", tmp_path)
+    stack.workdir, stack.worker_log = quickstart, tmp_path / "bare-worker.log"
+    stack.env = {k: v for k, v in stack.env.items() if not k.startswith("MLFLOW_TRACKING") and k != "STAR_LAKE_URI"}
+    stack.env |= {"PWD": str(quickstart)}
+    try:
+        stack.cli("work-pool", "create", "star-local", "--type", "process", "--overwrite")
+        stack.cli("deploy", "--all", timeout_s=180)
+        stack.start_worker()
+        train_id = stack.run_deployment("star/train", {}, timeout_s=900)
+        logs = stack.log_lines(train_id)
+        assert any(f"star train on lake {lake.uri} (no lake_uri parameter: ./star-lake where the worker started)" in x for x in logs), logs[-30:]
+        assert any(f"training on dataset 'demo' (the only dataset in {lake.uri})" in x for x in logs), logs[-30:]
+        from jobs import tracking
+
+        uri = f"sqlite:///{quickstart / 'star-lake' / 'mlflow.db'}"
+        assert tracking.client(uri).get_model_version_by_alias("star", "champion").version == "1"
+        night = stack.run_deployment("star/nightly-detect", {}, timeout_s=600)
+        counts = {r["step"]: r for r in stack.artifacts(night)["star-nightly-detect-counts"]}
+        assert counts["detect"]["done"] == 6 and counts["detect"]["failed"] == 0, counts
+    except BaseException:
+        print(stack.diagnostics(), file=sys.stderr)
+        raise
+    finally:
+        stack.stop_worker()

@@ -11,14 +11,48 @@ from flows.params import Resources, resolve_lake_uri
 
 
 def test_resolve_lake_uri_param_env_and_relative(monkeypatch, tmp_path):
+    from flows import params
+
     monkeypatch.delenv("STAR_LAKE_URI", raising=False)
-    with pytest.raises(ValueError, match="STAR_LAKE_URI"):
+    monkeypatch.setattr(params, "worker_start_dirs", lambda: [str(tmp_path)])
+    with pytest.raises(ValueError, match=f"STAR_LAKE_URI.*start the worker in the directory holding ./star-lake \\(looked in {tmp_path}\\)"):
         resolve_lake_uri(None)
+    (tmp_path / "star-lake").mkdir()  # the quickstart: `star demo` ran where the worker starts
+    assert resolve_lake_uri(None) == str(tmp_path / "star-lake")
     monkeypatch.setenv("STAR_LAKE_URI", "s3://star/lake")
     assert resolve_lake_uri(None) == "s3://star/lake"
     assert resolve_lake_uri("s3://other/x") == "s3://other/x"
     monkeypatch.chdir(tmp_path)
     assert resolve_lake_uri("rel-lake") == os.path.join(str(tmp_path), "rel-lake")
+
+
+def test_worker_start_dir_comes_from_the_inherited_pwd(monkeypatch, tmp_path):
+    from flows.params import worker_start_dirs
+
+    monkeypatch.setenv("PWD", str(tmp_path / "where-the-worker-started"))
+    monkeypatch.chdir(tmp_path)  # a process worker runs the flow in a temporary directory
+    dirs = worker_start_dirs()
+    assert dirs[0] == str(tmp_path / "where-the-worker-started") and dirs[-1] == str(tmp_path)
+
+
+def test_resolve_dataset_only_or_most_recent(tmp_path, caplog):
+    from flows.params import resolve_dataset
+    from star_core.data import VideoLabels
+    from star_core.io.lake import Lake
+    from star_core.io.tables import save_dataset
+
+    lake = Lake(str(tmp_path / "lake"))
+    with pytest.raises(ValueError, match="holds no dataset"):
+        resolve_dataset(lake.uri, None)
+    videos = [VideoLabels("v1", "train", ("a",), (1,), ())]
+    save_dataset(lake, "older", ("a",), videos)
+    assert resolve_dataset(lake.uri, None) == ("older", f"the only dataset in {lake.uri}")
+    save_dataset(lake, "newer", ("a",), videos)
+    name, why = resolve_dataset(lake.uri, None)
+    assert name == "newer" and "most recent of 2 datasets" in why and "newer, older" in why
+    save_dataset(lake, "older", ("a", "b"), videos)  # a new version makes "older" the most recent
+    assert resolve_dataset(lake.uri, None)[0] == "older"
+    assert resolve_dataset(lake.uri, "given") == ("given", "the dataset parameter")
 
 
 def test_resources_validated():
