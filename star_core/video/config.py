@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+FLOW_METHODS = ("tvl1", "farneback", "tvl1-torch")  # optical flow methods; each names its own feature set
+
 
 @dataclass(frozen=True)
 class FeatureConfig:
@@ -12,7 +14,7 @@ class FeatureConfig:
     segment_frames: int = 16  # frames per non-overlapping segment (one feature step)
     resize_short_side: int = 256  # bilinear resize of the short side before the crop
     crop_size: int = 224  # centre crop
-    flow: str = "tvl1"  # "tvl1" (DeepMind's) | "farneback" (fast, for quick runs)
+    flow: str = "tvl1"  # "tvl1" (DeepMind's, OpenCV) | "tvl1-torch" (the same in PyTorch, batched, GPU) | "farneback" (fast, quick runs)
     tail_policy: str = "pad"  # trailing partial segment: "pad" (repeat last frame) | "drop"
     feat_dim: int = 1024  # per stream
     batch_segments: int = 8  # segments per I3D forward pass
@@ -20,8 +22,8 @@ class FeatureConfig:
     flow_weights: str | None = None  # path of the flow I3D weight file
 
     def __post_init__(self) -> None:
-        if self.flow not in ("tvl1", "farneback"):
-            raise ValueError(f"features.flow must be 'tvl1' or 'farneback', got {self.flow!r}")
+        if self.flow not in FLOW_METHODS:
+            raise ValueError(f"features.flow must be one of {', '.join(FLOW_METHODS)}, got {self.flow!r}")
         if self.tail_policy not in ("pad", "drop"):
             raise ValueError(f"features.tail_policy must be 'pad' or 'drop', got {self.tail_policy!r}")
         if self.fps <= 0 or self.segment_frames <= 0 or self.batch_segments <= 0:

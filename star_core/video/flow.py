@@ -6,6 +6,8 @@ truncated to [-20, 20] pixels, then rescaled to [-1, 1]. TV-L1 is OpenCV contrib
 defaults, written out here so a library change of defaults cannot silently change features).
 Farneback is a much faster option for quick runs; its features are a different feature set
 (the flow method is part of ``FeatureConfig.feature_set``) and must never be mixed with TV-L1's.
+"tvl1-torch" is the same TV-L1 in PyTorch (``flow_torch.py``), batched and on any device; it agrees
+with OpenCV's to ~0.01 px (docs/extraction.md) but is still its own feature set.
 
 Channel order is (dx, dy) in pixels of the resized frame: positive dx = motion to the right,
 positive dy = motion downwards, from frame i to frame i + 1.
@@ -16,8 +18,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from star_core.video.config import FLOW_METHODS
+
 FLOW_BOUND_PX = 20.0  # DeepMind's truncation bound (pixels)
-FLOW_METHODS = ("tvl1", "farneback")
 
 # OpenCV DualTVL1OpticalFlow parameters (Zach et al. 2007 / Sanchez et al. 2013 TV-L1).
 TVL1_PARAMS = {
@@ -47,6 +50,11 @@ class FlowEstimator:
             raise ValueError(f"unknown flow method {method!r}; choose one of {FLOW_METHODS}")
         self.method = method
         self._tvl1 = None
+        self._torch = None
+        if method == "tvl1-torch":  # one pair at a time on the CPU; video extraction batches it (flow_torch.TorchTVL1)
+            from star_core.video.flow_torch import TorchTVL1
+
+            self._torch = TorchTVL1(device="cpu", batch_size=1)
         if method == "tvl1":
             if not hasattr(cv2, "optflow"):
                 raise ImportError("TV-L1 flow needs OpenCV contrib (pip install opencv-contrib-python-headless)")
@@ -70,7 +78,11 @@ class FlowEstimator:
     def __call__(self, prev_gray: np.ndarray, next_gray: np.ndarray) -> np.ndarray:
         if prev_gray.shape != next_gray.shape or prev_gray.ndim != 2:
             raise ValueError(f"flow needs two grayscale frames of one size, got {prev_gray.shape} and {next_gray.shape}")
-        if self._tvl1 is not None:
+        if self._torch is not None:
+            from star_core.video.flow_torch import flow_numpy
+
+            flow = flow_numpy(prev_gray, next_gray, self._torch)
+        elif self._tvl1 is not None:
             flow = self._tvl1.calc(prev_gray, next_gray, None)
         else:
             p = FARNEBACK_PARAMS
