@@ -39,6 +39,8 @@ from star_core.io.lake import Lake, check_name
 log = logging.getLogger("star.train")
 
 RUN_STATE_FILE = "star_run.json"
+# Train settings that may change on resume (checkpoint cadence only decides when state is saved).
+_RESUME_FREE_TRAIN = ("checkpoint_every_epochs", "checkpoint_min_interval_s")
 # Job fields that may change between the interrupted run and its resumption.
 _RESUME_FREE = ("workers", "use_gpu", "ray_address", "run_name", "eval_every_epochs", "timelines_logged", "max_failures", "cpus_per_worker", "alias", "fail_after_epoch")
 
@@ -95,6 +97,8 @@ def _fingerprint(cfg: TrainJobConfig, dataset_version: int, feature_set: str) ->
     job.update(dataset_version=dataset_version, feature_set=feature_set)
     star = to_dict(cfg.star)
     star.pop("storage", None)
+    for key in _RESUME_FREE_TRAIN:
+        star["train"].pop(key, None)
     return json.loads(json.dumps({"job": job, "star": star}, default=str))
 
 
@@ -139,6 +143,16 @@ def _resolve_inputs(cfg: TrainJobConfig, lake: Lake, state: dict | None):
     feat_dim = int(lake.read_table(first_path, schemas.FEATURES, columns=["feat_dim"]).column("feat_dim")[0].as_py())
     exclude = tuple(protocol.get("exclude_videos", ()))
     return dataset, feature_set, train_labels, test_labels, feat_dim, exclude
+
+
+def _log_dir(lake: Lake, run_name: str) -> str:
+    """Where Ray's driver and worker lines of this run go: ``<lake>/checkpoints/<run>/logs`` on a
+    local lake, else ``<tmp>/star-logs/<run>`` (files need a local directory)."""
+    import tempfile
+
+    if lake.is_local:
+        return f"{lake.checkpoints_dir(run_name)}/logs"
+    return os.path.join(tempfile.gettempdir(), "star-logs", run_name)
 
 
 def _open_run(cfg: TrainJobConfig, lake: Lake, run_name: str, uri: str) -> tuple[dict | None, str]:
@@ -230,7 +244,7 @@ def train(cfg: TrainJobConfig) -> TrainResult:
     }
     log.info("training %s v%d (%d train / %d test videos, %d classes, D=%d) on %d worker(s)%s, %d epochs", cfg.dataset, dataset.version, len(train_labels), len(test_labels), len(dataset.classes), feat_dim, cfg.workers, " with GPUs" if cfg.use_gpu else "", cfg.star.train.epochs)
 
-    ensure_ray(cfg.ray_address or cfg.star.storage.ray_address)
+    ensure_ray(cfg.ray_address or cfg.star.storage.ray_address, log_dir=_log_dir(lake, run_name))
     result = _fit(cfg, lake, run_name, loop_config, uri, run_id)
     return _finish(cfg, lake, result, state, state_path, uri, run_id, run_name)
 
@@ -278,12 +292,19 @@ def _finish(cfg: TrainJobConfig, lake: Lake, result, state: dict, state_path: st
     import torch
 
     from jobs import tracking
-    from jobs.train_worker import META_FILE, TRAINER_FILE
+    from jobs.train_worker import META_FILE, TRAINER_FILE, newest_complete_checkpoint, read_checkpoint
     from star_core.detector import StarDetector
 
-    with result.checkpoint.as_directory() as d:
-        trainer_state = torch.load(Path(d) / TRAINER_FILE, map_location="cpu", weights_only=True)
-        meta = json.loads((Path(d) / META_FILE).read_text())
+    newest = newest_complete_checkpoint(lake, run_name)  # Ray's result.checkpoint can lag behind (see train_worker)
+    if newest is not None:
+        trainer_state, meta = read_checkpoint(lake, newest[1])
+    else:
+        with result.checkpoint.as_directory() as d:
+            trainer_state = torch.load(Path(d) / TRAINER_FILE, map_location="cpu", weights_only=True)
+            meta = json.loads((Path(d) / META_FILE).read_text())
+    if meta["epoch"] < cfg.star.train.epochs:
+        tracking.end_run(uri, run_id, "FAILED")
+        raise RuntimeError(f"run {run_name!r}: the newest complete checkpoint is after epoch {meta['epoch']} of {cfg.star.train.epochs}; rerun to resume")
     detector = StarDetector.from_checkpoint(trainer_state["detector"])
     metrics = {**(meta["history"][-1] if meta["history"] else {}), **meta.get("eval", {})}
     metrics.pop("epoch", None)
