@@ -42,7 +42,7 @@ from typing import Any, Sequence
 from star_core.config import StarConfig, load_config
 from star_core.data import VideoFeatures
 from star_core.io import tables
-from star_core.io.inputs import list_inputs, video_id_from_uri
+from star_core.io.inputs import resolve_inputs, video_id_from_uri
 from star_core.io.lake import Lake
 from star_core.video.config import FeatureConfig
 
@@ -208,8 +208,8 @@ def extract(cfg: ExtractJobConfig) -> JobResult:
         The run's :class:`JobResult` (counts, shards, manifest URI, failures).
 
     Raises:
-        FileNotFoundError: an input does not exist.
-        ValueError: bad config or ambiguous inputs (two videos with one video id).
+        ValueError: bad config or ambiguous inputs (two videos with one video id). An input that
+            does not exist is a failed input of the run (manifest and ``failures``), not an error.
     """
     from jobs.runtime import Progress, ensure_ray, new_run_id
 
@@ -217,9 +217,12 @@ def extract(cfg: ExtractJobConfig) -> JobResult:
     lake = Lake(cfg.lake_uri, cfg.s3_endpoint_url)
     run_id = cfg.run_id or new_run_id(JOB)
     feature_set = feature_set_of(cfg.features)
-    uris = list_inputs(cfg.inputs)
+    resolved = resolve_inputs(cfg.inputs)
+    uris = resolved.uris
     have = set(tables.feature_index(lake, feature_set).column("video_id").to_pylist())
     run = _Run(cfg, lake, feature_set, run_id)
+    for item, reason in resolved.missing:
+        run.record(item, "failed", reason)
     todo = []
     for uri in uris:
         if video_id_from_uri(uri) in have:

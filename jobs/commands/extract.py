@@ -8,8 +8,9 @@ I3D over GPU actors.
 Each video becomes one features row (``features/<feature_set>/``); videos that already have
 features in this feature set are skipped (``--overwrite`` redoes them). A video that fails
 (corrupt, truncated, empty, audio-only, too short, unsupported) is recorded in the run's
-manifest with its reason and the batch goes on; the exit status is 1 only when every attempted
-video failed.
+manifest with its reason and the batch goes on, and so is an input that does not exist (a missing
+file, prefix or @list file, a glob matching nothing); the exit status is 1 only when every attempted
+input failed.
 """
 
 from __future__ import annotations
@@ -110,17 +111,22 @@ def _run_local(args: argparse.Namespace, cfg, features) -> int:
     from jobs.runtime import Progress, new_run_id
     from star_core.io import fs as fsmod
     from star_core.io import tables
-    from star_core.io.inputs import list_inputs, video_id_from_uri
+    from star_core.io.inputs import resolve_inputs, video_id_from_uri
     from star_core.io.lake import Lake
     from star_core.video import I3DExtractor, VideoError, extract_video
 
-    uris = list_inputs(args.inputs)
+    resolved = resolve_inputs(args.inputs)  # an input that does not exist is a failed input, not an abort
+    uris = resolved.uris
     lake = Lake(args.lake, endpoint_url=cfg.storage.s3_endpoint_url)
     run_id = args.run_id or new_run_id(JOB)
     extractor = I3DExtractor(features, device=args.device)
     feature_set = extractor.feature_set
     have = set() if args.overwrite else set(tables.feature_index(lake, feature_set).column("video_id").to_pylist())
     rows, todo = [], []
+    failures = [{"input": item, "reason": reason} for item, reason in resolved.missing]
+    for item, reason in resolved.missing:
+        rows.append(tables.manifest_row(JOB, run_id, item, "failed", reason=reason))
+        log.warning("%s: %s", item, reason)
     for uri in uris:
         vid = video_id_from_uri(uri)
         if vid in have:
@@ -132,8 +138,7 @@ def _run_local(args: argparse.Namespace, cfg, features) -> int:
     bar = _progress_bar(len(todo))
     progress = Progress(total=len(todo), what="videos", every_s=30.0)  # plain log lines too (non-tty logs)
     t_start = time.monotonic()
-    done = failed = n_segments = 0
-    failures = []
+    done, failed, n_segments = 0, len(failures), 0
     try:
         for uri, vid in todo:
             t0 = time.monotonic()
@@ -185,4 +190,4 @@ def _run_local(args: argparse.Namespace, cfg, features) -> int:
         for f in failures:
             print(f"  failed: {f['input']}: {f['reason']}")
         print(f"manifest: {manifest}")
-    return 1 if todo and done == 0 else 0
+    return 1 if (todo or failed) and done == 0 else 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+from dataclasses import dataclass
 from typing import BinaryIO, Iterable, Iterator, Sequence
 
 from star_core.io import fs as fsmod
@@ -84,6 +85,49 @@ def _expand(item: str, extensions: Sequence[str]) -> list[str]:
     raise FileNotFoundError(f"input {item!r} does not exist (not a file, directory/prefix or glob match)")
 
 
+@dataclass(frozen=True)
+class ResolvedInputs:
+    """The video URIs the inputs name, and the inputs that name nothing (with the reason)."""
+
+    uris: list[str]  # sorted, distinct video URIs (with protocol; local paths absolute)
+    missing: list[tuple[str, str]]  # (input as given, "MissingInputError: ...") for each input that does not exist
+
+
+def resolve_inputs(inputs: str | Iterable[str], extensions: Sequence[str] = VIDEO_EXTENSIONS) -> ResolvedInputs:
+    """Like :func:`list_inputs`, but an input that does not exist (a missing file, prefix or list
+    file, a glob matching nothing) is returned in ``missing`` instead of raised: jobs record it as
+    a failed input of the run and go on with the others.
+
+    Raises:
+        ValueError: no inputs, or two different inputs map to the same video id.
+    """
+    items = [inputs] if isinstance(inputs, str) else list(inputs)
+    if not items:
+        raise ValueError("no inputs given")
+    found: list[str] = []
+    missing: list[tuple[str, str]] = []
+
+    def expand(entry: str) -> None:
+        try:
+            found.extend(_expand(entry, extensions))
+        except FileNotFoundError as err:
+            missing.append((entry, f"MissingInputError: {err}"))
+
+    for item in items:
+        item = str(item).strip()
+        if item.startswith("@"):
+            try:
+                entries = _read_list_file(item[1:])
+            except FileNotFoundError as err:
+                missing.append((item, f"MissingInputError: {err}"))
+                continue
+            for entry in entries:
+                expand(entry)
+        else:
+            expand(item)
+    return ResolvedInputs(_distinct_ids(found), missing)
+
+
 def list_inputs(inputs: str | Iterable[str], extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[str]:
     """Expand inputs (files, prefixes, globs, ``@list`` files) into sorted, distinct video URIs.
 
@@ -98,17 +142,13 @@ def list_inputs(inputs: str | Iterable[str], extensions: Sequence[str] = VIDEO_E
         FileNotFoundError: an input does not exist, or a glob matches nothing.
         ValueError: two different inputs map to the same video id (:func:`video_id_from_uri`).
     """
-    items = [inputs] if isinstance(inputs, str) else list(inputs)
-    if not items:
-        raise ValueError("no inputs given")
-    found: list[str] = []
-    for item in items:
-        item = str(item).strip()
-        if item.startswith("@"):
-            for entry in _read_list_file(item[1:]):
-                found += _expand(entry, extensions)
-        else:
-            found += _expand(item, extensions)
+    resolved = resolve_inputs(inputs, extensions)
+    if resolved.missing:
+        raise FileNotFoundError(resolved.missing[0][1].removeprefix("MissingInputError: "))
+    return resolved.uris
+
+
+def _distinct_ids(found: list[str]) -> list[str]:
     uris = sorted(set(found))
     by_id: dict[str, str] = {}
     for uri in uris:

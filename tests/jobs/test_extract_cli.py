@@ -77,7 +77,24 @@ def test_extract_all_failed_and_bad_arguments(tmp_path, capsys):
     assert rc == 1 and summary["failed"] == 1 and summary["done"] == 0
     assert main(["extract", str(junk), "--lake", str(tmp_path / "lake"), "--rgb-weights", str(tmp_path / "nope.pt")]) == 2
     assert "nope.pt" in capsys.readouterr().err
-    assert main(["extract", str(tmp_path / "missing.mp4"), "--lake", str(tmp_path / "lake")]) == 2
+    # a missing input is a failed input of the run (recorded with its reason), not an abort
+    assert main(["extract", str(tmp_path / "missing.mp4"), "--lake", str(tmp_path / "lake"), *TINY]) == 1
+    assert "missing.mp4' does not exist" in capsys.readouterr().out
+
+
+def test_missing_inputs_are_per_input_failures(tmp_path, capsys):
+    good = write_index_video(tmp_path / "clip.mp4", 20, fps=25)
+    missing, no_match, no_list = tmp_path / "gone.mp4", tmp_path / "*.webm", f"@{tmp_path / 'nolist.txt'}"
+    with pytest.warns(UserWarning):
+        rc, summary = _run(capsys, good, missing, no_match, no_list, "--lake", str(tmp_path / "lake"), *TINY)
+    assert rc == 0 and summary["done"] == 1 and summary["failed"] == 3
+    reasons = {f["input"]: f["reason"] for f in summary["failures"]}
+    assert reasons[str(missing)].startswith("MissingInputError: input") and "does not exist" in reasons[str(missing)]
+    assert "the glob matches no video files" in reasons[str(no_match)]
+    assert reasons[no_list].startswith("MissingInputError: list file")
+    manifest = {r["input"]: r for r in tables.read_manifests(Lake(str(tmp_path / "lake")), "extract").to_pylist()}
+    assert manifest[str(missing)]["status"] == "failed" and manifest[str(missing)]["reason"] == reasons[str(missing)]
+    assert sum(r["status"] == "done" for r in manifest.values()) == 1
 
 
 def test_extract_text_summary_names_failures(tmp_path, capsys):

@@ -44,3 +44,17 @@ def test_result_summary_is_plain():
     r = JobResult(run_id="r", feature_set="fs", manifest="m", done=2, n_segments=10, elapsed_s=4.0)
     s = r.summary()
     assert s["segments_per_s"] == 2.5 and s["done"] == 2 and s["failures"] == []
+
+
+def test_missing_inputs_are_failed_inputs_of_the_run(tmp_path):
+    """Only missing inputs: the run records them (manifest, failures) and never needs Ray."""
+    from jobs.extract import extract
+    from star_core.io import tables
+    from star_core.io.lake import Lake
+
+    missing = [str(tmp_path / "gone.mp4"), str(tmp_path / "none" / "*.mp4")]
+    result = extract(ExtractJobConfig(inputs=missing, lake_uri=str(tmp_path / "lake"), run_id="r-missing"))
+    assert (result.done, result.failed, result.skipped) == (0, 2, 0)
+    assert [f["input"] for f in result.failures] == missing and all(f["reason"].startswith("MissingInputError") for f in result.failures)
+    rows = tables.read_manifests(Lake(str(tmp_path / "lake")), "extract").to_pylist()
+    assert sorted((r["input"], r["status"]) for r in rows) == sorted((m, "failed") for m in missing)

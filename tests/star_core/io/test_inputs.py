@@ -74,3 +74,14 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         list_inputs(str(tmp_path / "*.webm"))
     with pytest.raises(ValueError, match="no inputs given"):
         list_inputs([])
+
+
+def test_resolve_inputs_returns_missing_inputs_with_their_reason(tmp_path):
+    from star_core.io.inputs import resolve_inputs
+
+    (tmp_path / "a.mp4").write_bytes(b"1")
+    got = resolve_inputs([str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"), str(tmp_path / "*.mkv"), f"@{tmp_path}/none.txt"])
+    assert got.uris == [str(tmp_path / "a.mp4")] or got.uris[0].endswith("/a.mp4")
+    assert [m[0] for m in got.missing] == [str(tmp_path / "b.mp4"), str(tmp_path / "*.mkv"), f"@{tmp_path}/none.txt"]
+    assert all(reason.startswith("MissingInputError: ") for _, reason in got.missing)
+    assert "does not exist" in got.missing[0][1] and "matches no video files" in got.missing[1][1]
