@@ -73,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C: one line, no traceback; jobs record what they did not finish in their manifest.
+        print(f"star {name}: interrupted", file=sys.stderr)
+        if args.verbose:
+            raise
+        return 130
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from typing import Any, Sequence
 from star_core.config import StarConfig, load_config
 from star_core.data import VideoFeatures
 from star_core.io import tables
-from star_core.io.inputs import resolve_inputs, video_id_from_uri
+from star_core.io.inputs import INTERRUPTED_REASON, resolve_inputs, video_id_from_uri
 from star_core.io.lake import Lake
 from star_core.video.config import FeatureConfig
 
@@ -237,7 +237,15 @@ def extract(cfg: ExtractJobConfig) -> JobResult:
     run.write_manifest(force=True)
     if todo:
         ensure_ray(cfg.ray_address)
-        _process(run, todo, Progress(total=len(todo), what="videos", every_s=cfg.progress_every_s, logger=log))
+        try:
+            _process(run, todo, Progress(total=len(todo), what="videos", every_s=cfg.progress_every_s, logger=log))
+        except KeyboardInterrupt:  # the manifest names every input this run did not finish
+            finished = {r["input"] for r in run.rows}
+            for uri in todo:
+                if uri not in finished:
+                    run.record(uri, "skipped", INTERRUPTED_REASON)
+            run.write_manifest(force=True)
+            raise
     run.flush(final=True)
     run.result.elapsed_s = time.monotonic() - t0
     r = run.result
@@ -412,6 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"jobs.extract: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # unfinished inputs are in the manifest
+        print("jobs.extract: interrupted", file=sys.stderr)
+        return 130
     print(json.dumps(result.summary(), default=str))
     return 1 if args.fail_on_error and result.failed else 0
 

@@ -111,7 +111,7 @@ def _run_local(args: argparse.Namespace, cfg, features) -> int:
     from jobs.runtime import Progress, new_run_id
     from star_core.io import fs as fsmod
     from star_core.io import tables
-    from star_core.io.inputs import resolve_inputs, video_id_from_uri
+    from star_core.io.inputs import INTERRUPTED_REASON, resolve_inputs, video_id_from_uri
     from star_core.io.lake import Lake
     from star_core.video import I3DExtractor, VideoError, extract_video
 
@@ -172,6 +172,10 @@ def _run_local(args: argparse.Namespace, cfg, features) -> int:
             seg_rate = n_segments / max(time.monotonic() - t_start, 1e-9)
             bar.set_postfix_str(f"{seg_rate:.2f} segments/s, {failed} failed", refresh=False)
             bar.update(1)
+    except KeyboardInterrupt:  # the manifest names every input the run did not finish
+        finished = {r["input"] for r in rows}
+        rows += [tables.manifest_row(JOB, run_id, uri, "skipped", reason=INTERRUPTED_REASON) for uri, _ in todo if uri not in finished]
+        raise
     finally:
         bar.close()
         manifest = tables.write_manifest(lake, JOB, run_id, rows)

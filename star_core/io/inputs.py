@@ -27,6 +27,8 @@ DEFAULT_MAX_IN_MEMORY_BYTES = 1 << 30  # remote videos up to 1 GiB are fetched i
 REMOTE_BLOCK_BYTES = 16 << 20  # block size of the cached reader for larger remote videos
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv", ".ts", ".3gp")
 _GLOB_CHARS = "*?["
+# Manifest reason of an input a run did not finish because it was interrupted (status "skipped").
+INTERRUPTED_REASON = "interrupted before it finished (SIGINT); a rerun processes it"
 
 
 def video_id_from_uri(uri: str) -> str:

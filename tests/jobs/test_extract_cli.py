@@ -120,3 +120,36 @@ def test_extract_ray_flag_runs_the_distributed_job(tmp_path, capsys, ray_address
     assert rc == 0 and summary["done"] == 1 and summary["failed"] == 1
     feats = list(tables.read_features(Lake(str(tmp_path / "lake")), summary["feature_set"]))
     assert [f.video_id for f in feats] == ["rayclip"] and feats[0].rgb.shape == (2, 1024)
+
+
+def test_sigint_is_one_line_and_the_manifest_names_unstarted_videos(tmp_path, capsys, monkeypatch):
+    """A real SIGINT to this process after the first video: exit 130, no traceback, every input in the manifest."""
+    import os
+    import signal
+
+    import star_core.video as video
+
+    clips = [write_index_video(tmp_path / f"c{i}.mp4", 20, fps=25) for i in range(3)]
+    real, calls = video.extract_video, []
+
+    def interrupt_second_video(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Python raises KeyboardInterrupt here, as on Ctrl-C
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(video, "extract_video", interrupt_second_video)
+    lake = str(tmp_path / "lake")
+    with pytest.warns(UserWarning):
+        rc = main(["extract", *map(str, clips), "--lake", lake, "--run-id", "int1", *TINY])
+    captured = capsys.readouterr()
+    assert rc == 130 and "star extract: interrupted" in captured.err and "Traceback" not in captured.err
+    rows = {r["input"].rsplit("/", 1)[-1]: r for r in tables.read_manifests(Lake(lake), "extract").to_pylist()}
+    assert set(rows) == {"c0.mp4", "c1.mp4", "c2.mp4"}
+    assert rows["c0.mp4"]["status"] == "done"
+    assert all(rows[c]["status"] == "skipped" and "interrupted" in rows[c]["reason"] for c in ("c1.mp4", "c2.mp4"))
+    # a rerun does only what the interrupted run did not finish
+    monkeypatch.setattr(video, "extract_video", real)
+    with pytest.warns(UserWarning):
+        rc, summary = _run(capsys, *clips, "--lake", lake, *TINY)
+    assert rc == 0 and (summary["done"], summary["skipped"], summary["failed"]) == (2, 1, 0)

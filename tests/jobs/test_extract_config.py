@@ -58,3 +58,35 @@ def test_missing_inputs_are_failed_inputs_of_the_run(tmp_path):
     assert [f["input"] for f in result.failures] == missing and all(f["reason"].startswith("MissingInputError") for f in result.failures)
     rows = tables.read_manifests(Lake(str(tmp_path / "lake")), "extract").to_pylist()
     assert sorted((r["input"], r["status"]) for r in rows) == sorted((m, "failed") for m in missing)
+
+
+def test_interrupted_ray_run_names_every_unfinished_input(tmp_path, monkeypatch):
+    """SIGINT while the Ray job runs: inputs not finished are 'skipped' (interrupted) in the manifest.
+
+    Ray itself is not needed to show the driver's bookkeeping: ``_process`` finishes one video and
+    the process then receives a real SIGINT."""
+    import os
+    import signal
+
+    import jobs.extract as job
+    import jobs.runtime as runtime
+    from star_core.io import tables
+    from star_core.io.lake import Lake
+
+    clips = []
+    for i in range(3):
+        clips.append(tmp_path / f"v{i}.mp4")
+        clips[-1].write_bytes(b"x")
+
+    def one_then_sigint(run, todo, progress):
+        run.record(todo[0], "failed", "CorruptVideoError: test")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(runtime, "ensure_ray", lambda *a, **k: None)
+    monkeypatch.setattr(job, "_process", one_then_sigint)
+    lake = str(tmp_path / "lake")
+    with pytest.raises(KeyboardInterrupt):
+        job.extract(ExtractJobConfig(inputs=[str(c) for c in clips], lake_uri=lake, run_id="r-int"))
+    rows = {r["input"].rsplit("/", 1)[-1]: r for r in tables.read_manifests(Lake(lake), "extract").to_pylist()}
+    assert rows["v0.mp4"]["status"] == "failed"
+    assert [rows[v]["status"] for v in ("v1.mp4", "v2.mp4")] == ["skipped", "skipped"] and "interrupted" in rows["v2.mp4"]["reason"]
