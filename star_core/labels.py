@@ -173,6 +173,29 @@ def _maybe_json(value: Any) -> Any:
     return value
 
 
+# A cell starting with one of these runs as a formula when a CSV export is opened in a
+# spreadsheet (CSV injection); labels and video ids end up in such exports (`star query --format csv`).
+FORMULA_PREFIXES = ("=", "+", "-", "@")
+VIDEO_ID_FORMULA_PREFIXES = ("=", "+", "@")  # not "-": YouTube ids may start with it
+# Characters that usually separate several labels; a label holding one (other than the delimiter
+# in use) is imported as one class but warned about.
+LIKELY_SEPARATORS = (";", ",", "|")
+
+
+def check_video_id(video_id: str) -> str:
+    """``video_id`` if it can name a video in the lake; raises ValueError naming the problem."""
+    if video_id in (".", ".."):
+        raise ValueError(f"video id {video_id!r} is not allowed (it names a directory, not a video)")
+    if video_id.startswith(VIDEO_ID_FORMULA_PREFIXES) or any(c in video_id for c in "\t\r\n"):
+        raise ValueError(f"video id {video_id!r} starts with {video_id[0]!r} or holds a control character: spreadsheets run such cells as a formula")
+    return video_id
+
+
+def _check_label(label: str) -> None:
+    if label.startswith(FORMULA_PREFIXES) or any(c in label for c in "\t\r\n"):
+        raise ValueError(f"label {label!r} starts with {label[0]!r} or holds a control character: spreadsheets run such cells as a formula; rename it")
+
+
 def _split_items(text: str, delimiter: str) -> list[str]:
     return [item.strip() for item in text.split(delimiter)]
 
@@ -195,6 +218,8 @@ def parse_labels_cell(value: Any, delimiter: str) -> list[str]:
     dups = sorted({i for i in items if items.count(i) > 1})
     if dups:
         raise ValueError(f"label {dups[0]!r} listed more than once; give instance counts in the counts column instead")
+    for item in items:
+        _check_label(item)
     return items
 
 
@@ -357,6 +382,7 @@ def _parse_row(raw: RawRow, columns: Mapping[str, str], opts: ImportOptions, res
     else:
         try:
             video_id, source_uri = resolve_video(str(vals["video"]).strip())
+            check_video_id(video_id)
         except ValueError as exc:
             errors.append(str(exc))
     labels: list[str] = []
@@ -399,6 +425,19 @@ def _parse_row(raw: RawRow, columns: Mapping[str, str], opts: ImportOptions, res
     if errors:
         raise ValueError("; ".join(errors))
     return _Row(raw.where, video_id, source_uri, labels, counts, instances, split, duration_s)
+
+
+def _separator_warnings(rows: Sequence[_Row], delimiter: str) -> list[str]:
+    """One warning per distinct label that holds a likely separator other than ``delimiter``."""
+    out, seen = [], set()
+    for row in rows:
+        for label in row.labels:
+            sep = next((c for c in LIKELY_SEPARATORS if c != delimiter and c in label), None)
+            if sep is not None and label not in seen:
+                seen.add(label)
+                out.append(f"label {label!r} ({row.where}) holds {sep!r}, a likely separator: it is one class; if the cell lists "
+                           f"several labels, import with --label-delimiter {sep!r}")
+    return out
 
 
 def parse_rows(
@@ -472,6 +511,7 @@ def parse_rows(
         row.duration_s = duration
         kept.append(row)
     problems.sort(key=lambda p: order_of.get(p.split(": ", 1)[0], len(order_of)))
+    warnings += _separator_warnings(kept, opts.label_delimiter)
     if problems and not opts.skip_invalid:
         raise LabelsError(source, problems)
     if not kept:

@@ -394,3 +394,27 @@ def test_read_label_rows_reports_columns(tmp_path):
     rows = read_label_rows(_write(tmp_path / "x.jsonl", '{"video": "a", "labels": "X"}\n{"video": "b", "labels": "X", "split": "train"}\n'))
     assert rows.columns == {"video": "line 1", "labels": "line 1", "split": "line 2"}
     assert [r.where for r in rows.rows] == ["line 1", "line 2"]
+
+
+def test_dot_video_ids_and_formula_labels_are_rejected(tmp_path):
+    text = "video,labels\n.,Run\n..,Run\n=HYPERLINK(1),Run\ngood,=cmd|' /C calc'!A0\nok,+SUM(1)\nfine,@x\n-dash,Run\n"
+    with pytest.raises(LabelsError) as exc:
+        _import(tmp_path, text)
+    problems = _problems(exc)
+    assert problems[0].startswith("line 2: video id '.' is not allowed")
+    assert problems[1].startswith("line 3: video id '..' is not allowed")
+    assert problems[2].startswith("line 4: video id '=HYPERLINK") and "formula" in problems[2]
+    assert problems[3].startswith("line 5: label '=cmd' starts with '='") and "formula" in problems[3]
+    assert "line 6: label '+SUM(1)'" in problems[4] and "line 7: label '@x'" in problems[5]
+    assert len(problems) == 6  # a video id may start with '-' (YouTube ids do)
+
+
+def test_a_label_holding_a_likely_separator_is_a_warning(tmp_path):
+    result, _ = _import(tmp_path, "video,labels\na,Run;Jump\nb,Run\nc,\"Swim, Dive\"\n")
+    assert result.classes == ["Run", "Run;Jump", "Swim, Dive"]
+    assert len(result.warnings) == 2
+    assert "label 'Run;Jump' (line 2) holds ';'" in result.warnings[0] and "--label-delimiter" in result.warnings[0]
+    assert "label 'Swim, Dive' (line 4) holds ','" in result.warnings[1]
+    # the delimiter in use is not a warning
+    result, _ = _import(tmp_path, "video,labels\na,Run;Jump\n", opts=ImportOptions(label_delimiter=";"))
+    assert result.classes == ["Jump", "Run"] and result.warnings == []
