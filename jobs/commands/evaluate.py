@@ -123,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result.n_detections} detections, {result.n_ground_truth} ground-truth instances, {len(classes)} classes")
     if result.unknown_video_detections:
         print(f"note: {result.unknown_video_detections} detections of videos absent from the ground truth were ignored")
-    print(result.table())
+    averages = _covered_averages(result)
+    print(_table(result.map, averages))
     if args.per_class:
         for c, aps in result.per_class.items():
             print(f"  {c:<24} " + " ".join(f"{v:6.2f}" for v in aps.values()))
@@ -131,7 +132,22 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.json_out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        tmp.write_text(json.dumps({"map": dict(result.map), **{f"avg_{k.replace(':', '_')}": v for k, v in averages.items()}}, indent=2) + "\n")
         tmp.replace(out)
         log.info("wrote %s", out)
     return 0
+
+
+# Average columns, each shown only when every threshold it averages was evaluated (so
+# `--tiou 0.5` prints the 0.5 column alone, not a "0.1:0.5 average" of one value).
+AVERAGES = {"0.1:0.5": ("0.1", "0.2", "0.3", "0.4", "0.5"), "0.1:0.7": ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7")}
+
+
+def _covered_averages(result) -> dict[str, float]:
+    return {name: sum(result.map[k] for k in keys) / len(keys) for name, keys in AVERAGES.items() if all(k in result.map for k in keys)}
+
+
+def _table(maps: dict[str, float], averages: dict[str, float]) -> str:
+    head = "tIoU      " + " ".join(f"{k:>6}" for k in maps) + "".join(f"  avg{k:>7}" for k in averages)
+    row = "mAP (%)   " + " ".join(f"{v:6.2f}" for v in maps.values()) + "".join(f"  {v:10.2f}" for v in averages.values())
+    return f"{head}\n{row}"

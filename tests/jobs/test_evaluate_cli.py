@@ -108,3 +108,16 @@ def test_real_thumos_ground_truth_perfect_detections(tmp_path, data_dir, capsys)
     assert code == 0
     res = json.loads(out.read_text())
     assert res["avg_0.1_0.7"] == pytest.approx(100.0)
+
+
+def test_tiou_prints_only_what_was_asked(tmp_path, gt_path, capsys):
+    out_json = tmp_path / "m.json"
+    code, out, _ = _star(capsys, "evaluate", "--detections", _csv(tmp_path, ROWS), "--ground-truth", gt_path, "--subset", "test", "--tiou", "0.5", "--json", str(out_json))
+    assert code == 0
+    head, row = [line for line in out.splitlines() if line.startswith(("tIoU", "mAP"))]
+    assert head.split() == ["tIoU", "0.5"] and "avg" not in out
+    assert row.split()[-1] == f"{(100 * 5 / 9 + 100) / 2:.2f}"
+    assert json.loads(out_json.read_text()) == {"map": {"0.5": pytest.approx((100 * 5 / 9 + 100) / 2)}}
+    # the first five thresholds: the 0.1:0.5 average, not the 0.1:0.7 one
+    code, out, _ = _star(capsys, "evaluate", "--detections", _csv(tmp_path, ROWS), "--ground-truth", gt_path, "--subset", "test", "--tiou", "0.1,0.2,0.3,0.4,0.5")
+    assert "avg0.1:0.5" in out and "0.1:0.7" not in out
