@@ -61,6 +61,17 @@ def video_detections(lake: Lake, video_id: str, model_version: str | None = None
     return rows, model
 
 
+def check_model_version(lake: Lake, model_version: str) -> None:
+    """Raise KeyError naming the known models when the lake has no detections of ``model_version``."""
+    from jobs.query import detections_dataset
+
+    ds = detections_dataset(lake)
+    models = ds.to_table(columns=["model", "model_version"]) if isinstance(ds, pads.Dataset) else ds.select(["model", "model_version"])
+    if models.filter(_model_filter(model_version)).num_rows == 0:
+        known = sorted(set(models.column("model").to_pylist()))
+        raise KeyError(f"lake {lake.uri}: no detections of model {model_version!r} (models with detections: {', '.join(known) or 'none'})")
+
+
 def find_ground_truth(lake: Lake, video_id: str, dataset: str | None = None) -> tuple[VideoLabels | None, tuple[str, ...], str | None]:
     """(labels, classes, "name vN") of the video in ``dataset`` (or the first dataset holding it)."""
     names = [dataset] if dataset else sorted({d["name"] for d in tables.list_datasets(lake)})
@@ -90,6 +101,8 @@ def timeline_inputs(lake: Lake, video_id: str, model_version: str | None = None,
         KeyError: the lake has neither detections nor ground truth for the video.
     """
     rows, model = video_detections(lake, video_id, model_version)
+    if model_version and rows.num_rows == 0:
+        check_model_version(lake, model_version)
     gt, classes, source = find_ground_truth(lake, video_id, dataset)
     if rows.num_rows == 0 and gt is None:
         which = f" from model {model_version}" if model_version else ""

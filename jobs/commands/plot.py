@@ -8,8 +8,20 @@ instances when the video belongs to a dataset (the paper's Fig. 5). Without
 from __future__ import annotations
 
 import argparse
+import math
 
 from star_core.config import StorageConfig
+
+
+def _score(text: str) -> float:
+    """A finite float (argparse type): ``nan``/``inf`` would silently hide every detection or none."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lake", default=StorageConfig().lake_uri, help="lake root (local path or s3://bucket/prefix); default %(default)s")
     parser.add_argument("--model-version", help="model partition NAME-vN (e.g. star-v3) or a version number (default: newest detections)")
     parser.add_argument("--dataset", help="ground truth from this dataset (default: any dataset holding the video)")
-    parser.add_argument("--min-score", type=float, default=0.0, help="hide detections below this score")
+    parser.add_argument("--min-score", type=_score, default=0.0, help="hide detections below this score (a finite number)")
     parser.add_argument("--out", help="PNG to write (default: <VIDEO_ID>-timeline.png)")
 
 

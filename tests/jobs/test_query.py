@@ -205,3 +205,19 @@ def test_query_on_an_s3_lake_is_sandboxed_and_still_reads(s3_lake_uri):
     with pytest.raises(ValueError):
         q.query(lake, f"COPY (SELECT 1 AS x) TO '{lake.path('features/fs-test/part-junk.parquet')}' (FORMAT parquet)")
     assert len(lake.list_files(lake.path("features"))) == 1
+
+
+def test_plot_rejects_unknown_model_version_and_non_finite_min_score(lake, tmp_path, capsys):
+    out = tmp_path / "v0.png"
+    assert star(["plot", "v0", "--lake", lake.uri, "--model-version", "star-v9", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no detections of model 'star-v9'" in err and "star-v1, star-v2" in err and not out.exists()
+    assert star(["plot", "v0", "--lake", lake.uri, "--model-version", "7", "--out", str(out)]) == 2
+    assert "no detections of model '7'" in capsys.readouterr().err
+    assert star(["plot", "v0", "--lake", lake.uri, "--model-version", "1", "--out", str(out)]) == 0
+    assert "1 detections of star-v1" in capsys.readouterr().out
+    for bad in ("nan", "inf", "-inf", "abc"):
+        with pytest.raises(SystemExit) as exit_:
+            star(["plot", "v0", "--lake", lake.uri, "--min-score", bad, "--out", str(out)])
+        assert exit_.value.code == 2
+        assert "--min-score" in capsys.readouterr().err
