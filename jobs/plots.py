@@ -28,6 +28,12 @@ def _pyplot():
     return plt
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it: set and restore at once
+    os.umask(mask)
+    return mask
+
+
 def _save(fig, out_png: str | Path) -> Path:
     """Write the figure to ``out_png`` atomically (temp file in the same directory + rename)."""
     out = Path(out_png)
@@ -36,6 +42,7 @@ def _save(fig, out_png: str | Path) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plot gets the mode open() would give it
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

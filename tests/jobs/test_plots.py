@@ -43,3 +43,17 @@ def test_loss_curves(tmp_path):
     assert plot_loss_curves(history, tmp_path / "loss.png").read_bytes().startswith(PNG_MAGIC)
     with pytest.raises(ValueError, match="no '<stream>/<term>'"):
         plot_loss_curves([{"epoch": 1, "test/map_0.1": 1.0}], tmp_path / "none.png")
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_png_mode_follows_the_umask(tmp_path, umask, mode):
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        out = plot_timeline("v1", [], _gt(), ["A", "B"], 40.0, tmp_path / "v1.png")
+        curves = plot_loss_curves([{"epoch": 1, "rgb/total": 1.0}, {"epoch": 2, "rgb/total": 0.5}], tmp_path / "loss.png")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == mode and stat.S_IMODE(curves.stat().st_mode) == mode
