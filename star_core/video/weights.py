@@ -227,7 +227,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], s
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses arbitrary objects with UnpicklingError
-        raise WeightsError(f"weight file {path!r} cannot be read safely with torch.load(weights_only=True): {exc}") from None
+        raise WeightsError(f"weight file {path!r} refused: it cannot be loaded as tensors only ({_torch_reason(exc)}); it was not run") from None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
@@ -297,3 +297,10 @@ def weights_digest(rgb_digest: str, flow_digest: str) -> str:
     if rgb_digest == RANDOM_DIGEST and flow_digest == RANDOM_DIGEST:
         return RANDOM_DIGEST
     return hashlib.sha1(f"rgb={rgb_digest}|flow={flow_digest}".encode()).hexdigest()[:12]
+
+
+def _torch_reason(exc: BaseException) -> str:
+    """torch's load error without its advice to retry with ``weights_only=False`` (which would run the file's code)."""
+    paragraphs = [p.strip() for p in str(exc).split("\n\n") if p.strip()]
+    kept = [p for p in paragraphs if "weights_only" not in p]
+    return " ".join(kept) or type(exc).__name__

@@ -186,13 +186,6 @@ def test_restricted_unpickler_rejects_code(tmp_path):
     np.testing.assert_array_equal(ok["a"], np.arange(4))
 
 
-def test_torch_file_with_code_is_refused(tmp_path):
-    torch.save({"x": _Evil(str(tmp_path / "pwned"))}, tmp_path / "evil.pt")
-    with pytest.raises(WeightsError, match="weights_only"):
-        load_i3d(tmp_path / "evil.pt", "rgb")
-    assert not (tmp_path / "pwned").exists()
-
-
 def test_stream_mismatch_and_bad_files(tmp_path, rgb_model):
     torch.save(rgb_model.state_dict(), tmp_path / "rgb.pt")
     with pytest.raises(WeightsError, match="rgb weights .* flow stream"):
@@ -216,3 +209,15 @@ def test_random_weights_warn_and_are_reproducible():
     _assert_same_weights(a.state_dict(), b.state_dict())
     assert weights_digest(RANDOM_DIGEST, RANDOM_DIGEST) == RANDOM_DIGEST
     assert weights_digest("abc", RANDOM_DIGEST) != weights_digest("abd", RANDOM_DIGEST)
+
+
+def test_torch_file_with_code_is_refused_without_weights_only_false_advice(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"conv.weight": torch.zeros(1), "evil": _Evil(str(marker))}, path)
+    with pytest.raises(WeightsError) as exc:
+        load_i3d(path, "rgb")
+    message = str(exc.value)
+    assert "refused" in message and "GLOBAL posix.system" in message and str(path) in message
+    assert "weights_only" not in message and "False" not in message
+    assert not marker.exists()
