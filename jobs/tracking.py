@@ -178,9 +178,15 @@ def log_params(uri: str, run_id: str, params: Mapping[str, Any]) -> None:
 
 
 def log_config(uri: str, run_id: str, cfg: Any, extra: Mapping[str, Any] | None = None) -> None:
-    """Log the whole typed config as dotted params (``train.lr``...) plus ``config.json``."""
-    from star_core.config import flatten, to_dict
+    """Log the whole typed config as dotted params (``train.lr``...) plus ``config.json``.
 
+    ``extra["job.lake_uri"]``, the lake the job actually used (``--lake X``), replaces the config's
+    ``storage.lake_uri`` default, so the run never records a lake it did not use.
+    """
+    from star_core.config import flatten, replace, to_dict
+
+    if extra and extra.get("job.lake_uri") and hasattr(cfg, "storage"):
+        cfg = replace(cfg, **{"storage.lake_uri": str(extra["job.lake_uri"])})
     params = flatten(cfg)
     params.update(extra or {})
     log_params(uri, run_id, params)
