@@ -260,7 +260,7 @@ def test_bare_deployment_runs_after_the_quickstart(prefect_server, ray_address, 
         from jobs import tracking
 
         uri = f"sqlite:///{quickstart / 'star-lake' / 'mlflow.db'}"
-        assert tracking.client(uri).get_model_version_by_alias("star", "champion").version == "1"
+        assert str(tracking.client(uri).get_model_version_by_alias("star", "champion").version) == "1"
         night = stack.run_deployment("star/nightly-detect", {}, timeout_s=600)
         counts = {r["step"]: r for r in stack.artifacts(night)["star-nightly-detect-counts"]}
         assert counts["detect"]["done"] == 6 and counts["detect"]["failed"] == 0, counts
