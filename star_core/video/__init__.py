@@ -21,6 +21,7 @@ from star_core.video.errors import (
 _LAZY = {
     "prepare_video": "star_core.video.extract",
     "PreparedVideo": "star_core.video.extract",
+    "DecodedVideo": "star_core.video.extract",
     "I3DExtractor": "star_core.video.extract",
     "extract_video": "star_core.video.extract",
     "count_segments": "star_core.video.extract",

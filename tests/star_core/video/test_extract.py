@@ -117,3 +117,66 @@ def test_extract_video_and_config_checks(tmp_path, extractor):
         FeatureConfig(flow="raft")
     with pytest.raises(ValueError, match="crop_size"):
         FeatureConfig(resize_short_side=200, crop_size=224)
+
+
+# ----- tvl1-torch: flow in the network stage, on the extractor's device ------------------------------------------------------
+def test_tvl1_torch_decodes_on_cpu_and_computes_flow_with_the_network(tmp_path, one_torch_thread):
+    """The CPU stage only decodes (whole resized frames); embed computes TV-L1 + crops on the device (here CPU), matching
+    the OpenCV path's crops exactly and its flow to ~0.01 px, and giving nearly the same features."""
+    import dataclasses
+
+    import torch
+
+    from star_core.video.extract import DecodedVideo
+    from star_core.video.flow_torch import rgb_to_gray_u8
+
+    path = write_video(tmp_path / "pan.mp4", moving_texture_frames(20, 48, 64, 2, 1, seed=3), fps=25)
+    cfg = FeatureConfig(resize_short_side=40, crop_size=32, flow="tvl1-torch", segment_frames=8, batch_segments=2)
+    decoded = prepare_video(path, cfg)
+    prepared = prepare_video(path, dataclasses.replace(cfg, flow="tvl1"))
+    assert isinstance(decoded, DecodedVideo) and decoded.frames_u8.shape == (20, 40, 53, 3) and not decoded.repeated.any()
+    assert decoded.n_segments == prepared.n_segments == 3
+    assert isinstance(pickle.loads(pickle.dumps(decoded)), DecodedVideo)  # goes through Ray's object store
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ex_torch, ex_cv = I3DExtractor(cfg, device="cpu"), I3DExtractor(dataclasses.replace(cfg, flow="tvl1"), device="cpu")
+    frames = torch.from_numpy(decoded.frames_u8)
+    rgb, flow = ex_torch._device_flow_segments(decoded, frames, rgb_to_gray_u8(frames), 0, 3)
+    idx = prepared.frame_index(0, 3)
+    np.testing.assert_array_equal(rgb.numpy(), prepared.rgb_u8[idx])
+    epe_px = np.linalg.norm(flow.float().numpy() * 20 - prepared.flow_f16[idx].astype(np.float32) * 20, axis=-1).mean()
+    assert epe_px < 0.05
+    np.testing.assert_array_equal(flow[-1, -1].numpy(), flow[-1, -2].numpy())  # padded tail repeats the last frame
+
+    feats = ex_torch.embed(decoded, "pan")
+    ref = ex_cv.embed(prepared, "pan")
+    assert feats.flow.shape == (3, 1024) and np.isfinite(feats.flow).all()  # 8 + 8 + 4 frames (padded tail)
+    np.testing.assert_allclose(feats.rgb, ref.rgb, rtol=1e-5, atol=1e-6)  # same crops, same RGB features
+    cos = (feats.flow * ref.flow).sum(1) / np.linalg.norm(feats.flow, axis=1) / np.linalg.norm(ref.flow, axis=1)
+    assert (cos > 0.999).all()
+    assert "tvl1-torch" in ex_torch.feature_set and ex_torch.feature_set != ex_cv.feature_set
+    with pytest.raises(ValueError, match="configured for"):
+        ex_cv.embed(decoded, "pan")
+
+
+def test_tvl1_torch_repeated_source_frames_have_zero_flow(tmp_path, one_torch_thread):
+    path = write_video(tmp_path / "slow.mp4", moving_texture_frames(12, 48, 64, 3, 0, seed=4), fps=15)  # 15 -> 25 fps repeats frames
+    cfg = FeatureConfig(resize_short_side=40, crop_size=32, flow="tvl1-torch", batch_segments=2)
+    decoded = prepare_video(path, cfg)
+    assert decoded.repeated.any() and not decoded.repeated[0]
+    import torch
+
+    from star_core.video.flow_torch import rgb_to_gray_u8
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ex = I3DExtractor(cfg, device="cpu")
+    frames = torch.from_numpy(decoded.frames_u8)
+    _, flow = ex._device_flow_segments(decoded, frames, rgb_to_gray_u8(frames), 0, decoded.n_segments)
+    flow = flow.reshape(-1, 32, 32, 2)[: decoded.n_frames - 1].float().numpy()  # frame i -> i + 1
+    for i in range(decoded.n_frames - 1):
+        if decoded.repeated[i + 1]:
+            assert not flow[i].any()
+        else:
+            assert np.abs(flow[i]).max() > 0.02

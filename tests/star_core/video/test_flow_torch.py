@@ -33,12 +33,8 @@ SAMPLE_PAIRS = (0, 26, 52, 77)  # first frames of the compared pairs: spread ove
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def _one_thread(one_torch_thread):
     """Per-core numbers, and no OpenMP spin-waiting on a shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def epe_px(a: np.ndarray, b: np.ndarray) -> float:

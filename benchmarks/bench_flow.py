@@ -1,0 +1,188 @@
+"""TV-L1 optical flow speed: the PyTorch TV-L1 (``tvl1-torch``) against OpenCV's DualTVL1, same frames, same process.
+
+For each frame size (224x224 and 256x340, the short-side-256 frame of 4:3 video on which the
+pipeline computes flow) it measures, on one set of generated frame pairs (a textured scene panning
+2 px/frame with a disc crossing it):
+
+- OpenCV TV-L1 pairs/s on one thread (the per-core baseline of docs/cost_model.md);
+- tvl1-torch pairs/s on ``--device`` for each batch size of the sweep, its peak memory (CPU: peak RSS
+  over the run minus the RSS before it, sampled every 5 ms; CUDA: torch.cuda.max_memory_allocated) and
+  the primal-dual iterations per pair (the work the epsilon rule left to do);
+- the ratio tvl1-torch / OpenCV pairs/s, and the end-point error between the two flows (px).
+
+    python benchmarks/bench_flow.py --device cpu                        # ~3 min on 2 cores; torch on 1 thread
+    python benchmarks/bench_flow.py --device cuda                       # GPU: batch sweep up to 256 pairs
+    python benchmarks/bench_flow.py --device cuda --pairs 512 --batches 64,128,256,512
+
+Results go to benchmarks/results/flow_<device>.json (``--json`` to choose). The CUDA target of issue 15:
+at least 300 pairs/s at 256x340 on one H100-class GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SIZES = ((224, 224), (256, 340))  # (H, W)
+
+
+def make_pairs(n_pairs: int, height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n, H, W) uint8 first and second frames: a smooth texture panning 2 px/frame right, a bright disc moving down-left."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    n = n_pairs + 1
+    big = cv2.GaussianBlur(rng.uniform(0, 255, (height + 8, width + 2 * n + 8)).astype(np.float32), (0, 0), 3)
+    big = ((big - big.min()) / (big.max() - big.min()) * 200 + 20).astype(np.uint8)
+    frames = []
+    for i in range(n):
+        img = np.ascontiguousarray(big[4:4 + height, 2 * i:2 * i + width])
+        cv2.circle(img, (width - 40 - 3 * i, 40 + 2 * i), 25, 250, -1)
+        frames.append(img)
+    frames = np.stack(frames)
+    return frames[:-1], frames[1:]
+
+
+class PeakRSS:
+    """Peak resident memory of this process while the block runs, minus the RSS when it started (bytes)."""
+
+    def __init__(self, every_s: float = 0.005) -> None:
+        self.every_s, self.peak_b, self.base_b = every_s, 0, 0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def rss_b() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.peak_b = max(self.peak_b, self.rss_b())
+
+    def __enter__(self) -> "PeakRSS":
+        self.base_b = self.peak_b = self.rss_b()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_b = max(self.peak_b, self.rss_b())
+
+    @property
+    def delta_b(self) -> int:
+        return self.peak_b - self.base_b
+
+
+def bench_opencv(first: np.ndarray, second: np.ndarray) -> tuple[dict, np.ndarray]:
+    import cv2
+
+    from star_core.video.flow import FlowEstimator
+
+    cv2.setNumThreads(1)
+    est = FlowEstimator("tvl1")
+    est(first[0], second[0])  # warm-up (allocations)
+    t0 = time.perf_counter()
+    flows = np.stack([est(a, b) for a, b in zip(first, second)])
+    dt = time.perf_counter() - t0
+    return {"pairs": len(first), "seconds": round(dt, 3), "pairs_per_s": round(len(first) / dt, 3), "threads": 1}, flows
+
+
+def bench_torch(first: np.ndarray, second: np.ndarray, device: str, batch: int, reference: np.ndarray) -> dict:
+    import torch
+
+    from star_core.video.flow_torch import TorchTVL1
+
+    solver = TorchTVL1(device=device, batch_size=batch)
+    solver.flow_pairs(first[:1], second[:1])  # warm-up: allocator, kernels
+    solver.stats = type(solver.stats)()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base_b = torch.cuda.memory_allocated()
+    with PeakRSS() as rss:
+        t0 = time.perf_counter()
+        flow = solver.flow_pairs(first, second)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+    out = {
+        "batch": batch, "pairs": len(first), "seconds": round(dt, 3), "pairs_per_s": round(len(first) / dt, 3),
+        "iterations_per_pair": round(solver.stats.pair_iterations / max(solver.stats.pairs, 1), 1),
+        "batch_iterations": solver.stats.batch_iterations,
+        # on the pairs OpenCV computed (the first len(reference))
+        "epe_vs_opencv_px": round(float(np.linalg.norm(flow[:len(reference)].permute(0, 2, 3, 1).cpu().numpy() - reference, axis=-1).mean()), 5),
+    }
+    if device.startswith("cuda"):
+        out["peak_memory_mb"] = round((torch.cuda.max_memory_allocated() - base_b) / 2**20, 1)
+        out["memory_kind"] = "torch.cuda.max_memory_allocated - allocated before"
+    else:
+        out["peak_memory_mb"] = round(rss.delta_b / 2**20, 1)
+        out["memory_kind"] = "peak RSS - RSS before (sampled every 5 ms)"
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", help="torch device for tvl1-torch: cpu | cuda | cuda:N (OpenCV always runs on the CPU)")
+    ap.add_argument("--pairs", type=int, default=None, help="frame pairs per size (default: 8 on cpu, 256 on cuda)")
+    ap.add_argument("--opencv-pairs", type=int, default=None, help="pairs OpenCV computes (default: min(pairs, 8)); the EPE uses these")
+    ap.add_argument("--batches", default=None, help="comma-separated batch sizes (default: 1,4,8 on cpu; 16,64,128,256 on cuda)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: a per-core figure, like OpenCV's)")
+    ap.add_argument("--sizes", default=None, help="HxW list, e.g. 224x224,256x340 (default both)")
+    ap.add_argument("--json", default=None, help="results file (default benchmarks/results/flow_<device>.json)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        print("bench_flow: --device cuda but torch sees no GPU", file=sys.stderr)
+        return 2
+    n_pairs = args.pairs or (256 if cuda else 8)
+    n_cv = args.opencv_pairs or min(n_pairs, 8)
+    batches = [int(b) for b in (args.batches or ("16,64,128,256" if cuda else "1,4,8")).split(",")]
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")] if args.sizes else list(SIZES)
+    report = {
+        "device": args.device, "gpu": torch.cuda.get_device_name() if cuda else None, "torch": torch.__version__,
+        "torch_threads": args.threads, "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+        "load_avg_1min_at_start": round(os.getloadavg()[0], 2), "sizes": {},
+    }
+    for h, w in sizes:
+        first, second = make_pairs(n_pairs, h, w)
+        cv_res, cv_flow = bench_opencv(first[:n_cv], second[:n_cv])
+        print(f"{h}x{w}: OpenCV TV-L1 (1 thread) {cv_res['pairs_per_s']:.3f} pairs/s over {n_cv} pairs", flush=True)
+        runs = []
+        for batch in batches:
+            res = bench_torch(first, second, args.device, batch, cv_flow)
+            res["ratio_vs_opencv_core"] = round(res["pairs_per_s"] / cv_res["pairs_per_s"], 3)
+            runs.append(res)
+            print(f"  tvl1-torch {args.device} batch {batch:4d}: {res['pairs_per_s']:9.3f} pairs/s  x{res['ratio_vs_opencv_core']:.2f} vs one "
+                  f"OpenCV core  peak {res['peak_memory_mb']:.0f} MB  {res['iterations_per_pair']:.0f} it/pair  EPE {res['epe_vs_opencv_px']:.4f} px",
+                  flush=True)
+        best = max(runs, key=lambda r: r["pairs_per_s"])
+        report["sizes"][f"{h}x{w}"] = {"opencv": cv_res, "torch": runs, "best_batch": best["batch"],
+                                       "best_ratio_vs_opencv_core": best["ratio_vs_opencv_core"]}
+        print(f"  best: batch {best['batch']}, {best['pairs_per_s']:.3f} pairs/s = {best['ratio_vs_opencv_core']:.2f} x OpenCV on one core", flush=True)
+    report["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
+    out = Path(args.json or Path(__file__).resolve().parent / "results" / f"flow_{args.device.replace(':', '')}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
