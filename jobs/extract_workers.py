@@ -43,7 +43,8 @@ def maybe_inject_fault(fault: str | None, stage: str, video_id: str) -> None:
 
 
 def prepare(uri: str, features_cfg: Any, max_in_memory_bytes: int, fault: str | None = None, flow_workers: int = 1) -> tuple[dict, Any]:
-    """CPU stage of one video: read once, decode, resample, crop, flow.
+    """CPU stage of one video: read once, decode, resample, crop, flow (``tvl1-torch``: decode and resize only;
+    the actor computes the flow on its device).
 
     Args:
         uri: the video (any fsspec URL or local path).
@@ -54,7 +55,7 @@ def prepare(uri: str, features_cfg: Any, max_in_memory_bytes: int, fault: str | 
 
     Returns:
         ``(status, prepared)``: status ``{"ok", "reason", "n_segments", "prepare_s"}`` (small, for
-        the driver) and the ``PreparedVideo`` (large, passed by reference to an actor), or
+        the driver) and the ``PreparedVideo`` / ``DecodedVideo`` (large, passed by reference to an actor), or
         ``None`` when the video failed.
     """
     from star_core.video import VideoError, prepare_video
