@@ -12,6 +12,7 @@ pipeline computes flow) it measures, on one set of generated frame pairs (a text
 
     python benchmarks/bench_flow.py --device cpu                        # ~3 min on 2 cores; torch on 1 thread
     python benchmarks/bench_flow.py --device cuda                       # GPU: batch sweep up to 256 pairs
+    python benchmarks/bench_flow.py --device cuda --compile             # + torch.compile'd step (fused kernels)
     python benchmarks/bench_flow.py --device cuda --pairs 512 --batches 64,128,256,512
 
 Results go to benchmarks/results/flow_<device>.json (``--json`` to choose). The CUDA target of issue 15:
@@ -99,13 +100,14 @@ def bench_opencv(first: np.ndarray, second: np.ndarray) -> tuple[dict, np.ndarra
     return {"pairs": len(first), "seconds": round(dt, 3), "pairs_per_s": round(len(first) / dt, 3), "threads": 1}, flows
 
 
-def bench_torch(first: np.ndarray, second: np.ndarray, device: str, batch: int, reference: np.ndarray) -> dict:
+def bench_torch(first: np.ndarray, second: np.ndarray, device: str, batch: int, reference: np.ndarray, compile: bool = False) -> dict:
     import torch
 
     from star_core.video.flow_torch import TorchTVL1
 
-    solver = TorchTVL1(device=device, batch_size=batch)
-    solver.flow_pairs(first[:1], second[:1])  # warm-up: allocator, kernels
+    solver = TorchTVL1(device=device, batch_size=batch, compile=compile)
+    warm = min(batch, len(first)) if compile else 1  # compiled: every level's shape at this batch size, before timing
+    solver.flow_pairs(first[:warm], second[:warm])  # warm-up: allocator, kernels
     solver.stats = type(solver.stats)()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -118,7 +120,7 @@ def bench_torch(first: np.ndarray, second: np.ndarray, device: str, batch: int, 
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
     out = {
-        "batch": batch, "pairs": len(first), "seconds": round(dt, 3), "pairs_per_s": round(len(first) / dt, 3),
+        "batch": batch, "compiled": compile, "pairs": len(first), "seconds": round(dt, 3), "pairs_per_s": round(len(first) / dt, 3),
         "iterations_per_pair": round(solver.stats.pair_iterations / max(solver.stats.pairs, 1), 1),
         "batch_iterations": solver.stats.batch_iterations,
         # on the pairs OpenCV computed (the first len(reference))
@@ -141,6 +143,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default=None, help="comma-separated batch sizes (default: 1,4,8 on cpu; 16,64,128,256 on cuda)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: a per-core figure, like OpenCV's)")
     ap.add_argument("--sizes", default=None, help="HxW list, e.g. 224x224,256x340 (default both)")
+    ap.add_argument("--compile", action="store_true", help="also run tvl1-torch with torch.compile (fused step) at each batch size")
     ap.add_argument("--json", default=None, help="results file (default benchmarks/results/flow_<device>.json)")
     args = ap.parse_args(argv)
 
@@ -165,15 +168,15 @@ def main(argv=None) -> int:
         cv_res, cv_flow = bench_opencv(first[:n_cv], second[:n_cv])
         print(f"{h}x{w}: OpenCV TV-L1 (1 thread) {cv_res['pairs_per_s']:.3f} pairs/s over {n_cv} pairs", flush=True)
         runs = []
-        for batch in batches:
-            res = bench_torch(first, second, args.device, batch, cv_flow)
+        for batch, compiled in [(b, c) for b in batches for c in ((False, True) if args.compile else (False,))]:
+            res = bench_torch(first, second, args.device, batch, cv_flow, compiled)
             res["ratio_vs_opencv_core"] = round(res["pairs_per_s"] / cv_res["pairs_per_s"], 3)
             runs.append(res)
-            print(f"  tvl1-torch {args.device} batch {batch:4d}: {res['pairs_per_s']:9.3f} pairs/s  x{res['ratio_vs_opencv_core']:.2f} vs one "
+            print(f"  tvl1-torch {args.device} batch {batch:4d}{' compiled' if compiled else ''}: {res['pairs_per_s']:9.3f} pairs/s  x{res['ratio_vs_opencv_core']:.2f} vs one "
                   f"OpenCV core  peak {res['peak_memory_mb']:.0f} MB  {res['iterations_per_pair']:.0f} it/pair  EPE {res['epe_vs_opencv_px']:.4f} px",
                   flush=True)
         best = max(runs, key=lambda r: r["pairs_per_s"])
-        report["sizes"][f"{h}x{w}"] = {"opencv": cv_res, "torch": runs, "best_batch": best["batch"],
+        report["sizes"][f"{h}x{w}"] = {"opencv": cv_res, "torch": runs, "best_batch": best["batch"], "best_compiled": best["compiled"],
                                        "best_ratio_vs_opencv_core": best["ratio_vs_opencv_core"]}
         print(f"  best: batch {best['batch']}, {best['pairs_per_s']:.3f} pairs/s = {best['ratio_vs_opencv_core']:.2f} x OpenCV on one core", flush=True)
     report["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)

@@ -40,6 +40,7 @@ Shapes: frames (B, H, W), uint8 or float in 0..255 -> flow (B, 2, H, W) float32 
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +50,8 @@ import torch.nn.functional as F
 from star_core.video.flow import TVL1_PARAMS
 
 MIN_PYRAMID_SIDE_PX = 16  # OpenCV stops the pyramid when a side drops below this
+log = logging.getLogger("star.video")
+
 CUBIC_A = -0.75  # cv::remap INTER_CUBIC's kernel parameter
 FLOAT_EPSILON = float(np.finfo(np.float32).eps)  # estimateV's "gradient is zero" threshold
 # Device bytes per pixel of one pair at full resolution, for the default batch size: ~35 float32 planes
@@ -269,10 +272,13 @@ class TorchTVL1:
 
     ``batch_size`` bounds memory (pairs solved at once); None picks it from the device's free memory
     (:func:`default_batch_size`). ``check_every``: iterations between convergence reads (1 on CPU).
+    ``compile``: fuse the primal-dual step with ``torch.compile`` (one kernel instead of ~35 on a GPU;
+    ~30 s of compilation per process; on this CPU it gains ~20 %). If compilation fails, it warns and
+    runs eagerly. Off by default: not yet measured on a GPU (benchmarks/bench_flow.py --compile).
     """
 
     def __init__(self, params: TVL1Params | None = None, device: str | torch.device | None = None, batch_size: int | None = None,
-                 check_every: int | None = None) -> None:
+                 check_every: int | None = None, compile: bool = False) -> None:
         self.params = params or TVL1Params()
         self.device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if batch_size is not None and batch_size < 1:
@@ -280,6 +286,17 @@ class TorchTVL1:
         self.batch_size = batch_size
         self.check_every = check_every or (1 if self.device.type == "cpu" else 10)
         self.stats = FlowStats()
+        self._step = torch.compile(_iteration, dynamic=None) if compile else _iteration
+
+    def _iterate(self, *args):
+        try:
+            return self._step(*args)
+        except Exception as exc:  # noqa: BLE001 - a compiler failure (no triton, no C++ compiler): same numbers eagerly
+            if self._step is _iteration:
+                raise
+            log.warning("torch.compile of the TV-L1 step failed (%s: %s); running it eagerly", type(exc).__name__, exc)
+            self._step = _iteration
+            return _iteration(*args)
 
     def batch_size_for(self, height: int, width: int) -> int:
         return self.batch_size or default_batch_size(self.device, height, width)
@@ -347,7 +364,7 @@ class TorchTVL1:
                 if p.median_filtering > 1:
                     u = torch.where(active[:, None, None, None], median_blur(u, p.median_filtering), u)
                 for _inner in range(p.inner_iterations):
-                    u, dual, err = _iteration(u, dual, ix, iy, iw, thr, neg_grad, grad_big, rho_c, l_t, theta, taut, active)
+                    u, dual, err = self._iterate(u, dual, ix, iy, iw, thr, neg_grad, grad_big, rho_c, l_t, theta, taut, active)
                     active_count += active.sum()
                     active = active & (err > scaled_epsilon)
                     n += 1
