@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "detection mAP@tIoU of a detections file against ground truth"),
     "detect": ("detect", "bulk detection over the lake's features or videos, to Parquet"),
     "query": ("query", "SQL over detections/features/labels (DuckDB)"),
+    "lake": ("lake", "check the lake's table files; --quarantine moves unreadable ones aside"),
     "plot": ("plot", "timeline PNG of a video's detections against ground truth"),
     "run-flow": ("run_flow", "run a Prefect flow (train or nightly-detect) in-process"),
 }

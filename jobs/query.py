@@ -26,6 +26,7 @@ import csv
 import io
 import json
 import math
+import re
 from typing import Any
 
 import pyarrow as pa
@@ -169,13 +170,28 @@ def query(lake: Lake | str, sql: str) -> pa.Table:
 
     if not sql or not sql.strip():
         raise ValueError("query: empty SQL")
+    lake = Lake(lake) if isinstance(lake, str) else lake
     con = connect(lake)
     try:
         return _arrow(con.sql(single_select(con, sql)))
     except duckdb.Error as exc:
-        raise ValueError(f"query failed: {exc}") from None
+        raise ValueError(f"query failed: {_name_bad_file(lake, str(exc))}") from None
     finally:
         con.close()
+
+
+# pyarrow's message when a registered dataset meets a file that is not Parquet (truncated, junk).
+_UNREADABLE = re.compile(r"Could not open Parquet input source '([^']+)'")
+
+
+def _name_bad_file(lake: Lake, message: str) -> str:
+    """DuckDB's error, led by the lake file it could not read (as a URI) and how to move it aside."""
+    found = _UNREADABLE.search(message)
+    if not found:
+        return message
+    path = found.group(1)
+    uri = lake._display(path if path.startswith(lake.root) else f"{lake.root}/{path.lstrip('/')}")
+    return f"lake file {uri} is not a readable Parquet file{lake.quarantine_hint()} ({message})"
 
 
 def _arrow(relation) -> pa.Table:

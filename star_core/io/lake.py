@@ -9,6 +9,7 @@ Layout (relative to the root; see docs/architecture.md)::
     manifests/<job>/<run_id>.parquet                         per-input status of a job run
     checkpoints/<run_name>/...                               Ray Train checkpoints
     mlflow.db, mlflow-artifacts/                              embedded MLflow (local lakes only)
+    quarantine/<original path>                               files moved aside by `star lake check --quarantine`
 
 This module is the only code that puts lake paths together. Writes are atomic: a local file
 is written under a temporary name and renamed; an object store receives a single put, which
@@ -32,7 +33,7 @@ import pyarrow.parquet as pq
 
 from star_core.io import fs as fsmod
 from star_core.io.inputs import video_id_from_uri  # noqa: F401  (re-export: the one naming rule lives with input listing)
-from star_core.io.schemas import SchemaError, check_schema
+from star_core.io.schemas import SCHEMA_NAME_KEY, SchemaError, check_schema
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-=]*$")
 
@@ -164,16 +165,33 @@ class Lake:
 
         Raises:
             FileNotFoundError: no file at ``path``.
-            SchemaError: not a Parquet file, or written with another schema (names the file).
+            SchemaError: not a Parquet file, damaged data, or written with another schema (names the file;
+                for damaged or foreign files, points to ``star lake check --quarantine``).
         """
         with self.fs.open(path, "rb") as fh:
             try:
                 pf = pq.ParquetFile(fh)
             except pa.ArrowInvalid as exc:
-                raise SchemaError(f"{self._display(path)}: not a readable Parquet file ({exc})") from None
+                raise SchemaError(f"{self._display(path)}: not a readable Parquet file ({exc}){self.quarantine_hint()}") from None
             if schema is not None:
-                check_schema(pf.schema_arrow, schema, where=self._display(path))
-            return pf.read(columns=columns)
+                try:
+                    check_schema(pf.schema_arrow, schema, where=self._display(path))
+                except SchemaError as exc:
+                    # A file of another table (junk copied in) blocks readers like a damaged one; a file
+                    # of the same table at another schema version is not damage, so no quarantine advice.
+                    name = schema.metadata[SCHEMA_NAME_KEY]
+                    foreign = (pf.schema_arrow.metadata or {}).get(SCHEMA_NAME_KEY) != name
+                    raise SchemaError(f"{exc}{self.quarantine_hint() if foreign else ''}") from None
+            try:
+                return pf.read(columns=columns)
+            except (FileNotFoundError, PermissionError):
+                raise
+            except (pa.ArrowInvalid, OSError) as exc:  # pyarrow raises OSError for a damaged page header
+                raise SchemaError(f"{self._display(path)}: cannot read its Parquet data ({exc}){self.quarantine_hint()}") from None
+
+    def quarantine_hint(self) -> str:
+        """Advice appended to the error of a reader that met an unreadable lake file."""
+        return f"; to find unreadable lake files and move them aside run `star lake check --lake {self.uri} --quarantine`"
 
     def read_tables(self, paths: Iterable[str], schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
         tables = [self.read_table(p, schema, columns) for p in paths]
