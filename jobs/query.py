@@ -113,7 +113,7 @@ def connect(lake: Lake | str):
     import duckdb
 
     lake = Lake(lake) if isinstance(lake, str) else lake
-    # Another process may have written since this filesystem listed the lake (STACK_NOTES: s3fs cache).
+    # Another process may have written since this filesystem listed the lake (docs/stack_notes.md: s3fs cache).
     lake.fs.invalidate_cache()
     con = duckdb.connect(":memory:")
     con.register("_detections", detections_dataset(lake))

@@ -8,7 +8,7 @@ Where runs go (`tracking_uri`):
 
 The model is logged twice in one MLflow model directory (flavor ``pytorch``):
 - ``data/model.pth``: the pickled :class:`star_core.detector.StarDetector` (``serialization_format=
-  "pickle"``; the default ``pt2`` traces ``forward`` with fixed shapes, see STACK_NOTES), so
+  "pickle"``; the default ``pt2`` traces ``forward`` with fixed shapes, see docs/stack_notes.md), so
   ``mlflow.pytorch.load_model(uri)`` returns a detector. The class is importable from
   ``star_core``, never from ``__main__`` or the training code.
 - ``extra_files/star_detector.pt``: ``StarDetector.to_checkpoint()`` (plain tensors, strings,
@@ -279,7 +279,7 @@ def log_detector(uri: str, run_id: str, detector: "StarDetector", registered_nam
             info = mlflow.pytorch.log_model(
                 detector,
                 name=MODEL_ARTIFACT,
-                serialization_format="pickle",  # pt2 would fix input shapes (STACK_NOTES)
+                serialization_format="pickle",  # pt2 would fix input shapes (docs/stack_notes.md)
                 extra_files=[str(ckpt)],
                 pip_requirements=[f"torch=={torch_version}", "numpy"],
                 metadata={"classes": list(classes), "star_class": f"{module}.{type(detector).__qualname__}"},

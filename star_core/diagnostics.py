@@ -1,4 +1,4 @@
-"""Attention diagnostics (STAR_NOTES pitfalls: attention collapse).
+"""Attention diagnostics (docs/model.md, "Pitfalls": attention collapse).
 
 With sigmoid attention the classification loss can look excellent while α collapses onto a few
 segments. On a validation split with ground-truth instances, :func:`attention_diagnostics`

@@ -15,7 +15,7 @@ shorter than ``min_length_segments`` are dropped, duplicates merged). ``threshol
   "log"    min-max of log m_i (peaks compressed);
   "logit"  min-max of log(m/(1−m)): undoes the saturation of σ(ξ) (for the gradcam map it is
            min-max of ξ itself), and behaves like "log" where m is small;
-  "linear" min-max of m_i (classic; breaks on peaked maps, see STAR_NOTES pitfalls).
+  "linear" min-max of m_i (classic; breaks on peaked maps, see docs/model.md, "Pitfalls").
 Scoring: "mean" is Eq. 14, the mean of m over the proposal; "contrast" (beyond the paper) is
 (1 + mean inside − mean of the two flanks of length max(1, L/4)) / 2. Either is multiplied by
 p(c)^``class_score_weight`` (p = fused video-level class probability of the decoded step).

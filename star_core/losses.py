@@ -11,7 +11,7 @@ Beyond the paper (``loss.background_weight``, 0 = the paper's loss): background 
 the complement of the step's attention, run through the same LSTM step, must not look like the
 step's class. Classification alone is satisfied by a few discriminative segments (or by almost
 uniform attention when background is uninformative); this term makes α cover *every* segment of
-the class, which is what localization needs (STAR_NOTES pitfalls: attention collapse). It is the
+the class, which is what localization needs (docs/model.md, "Pitfalls": attention collapse). It is the
 foreground/background idea of BaS-Net / hide-and-seek put on STAR's assembly weights.
 
 Every term is returned separately and *unweighted*; ``total`` applies β, γ, δ.
@@ -21,7 +21,7 @@ mass weighted by "how early" it sits. The hinge penalises step t for holding mor
 mass than step t−1, so successive steps are pushed to attend later in the video and/or less in
 total. Under the default "frequency" label order (frequent classes first) this nudges later,
 rarer classes away from the segments already used; it is a soft, order-dependent prior, and it
-reaches zero as soon as attention mass decreases step over step (log it: STAR_NOTES pitfalls).
+reaches zero as soon as attention mass decreases step over step (log it: docs/model.md, "Pitfalls").
 
 M is the number of videos in the batch; for L_ram M' counts videos with at least one known count.
 Counts unknown for a step are given as NaN or a negative number; ``counts=None`` (or δ = 0)
