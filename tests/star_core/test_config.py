@@ -1,14 +1,17 @@
-"""The config loader (star_core.config): unknown keys, bad types, overrides, files, replace, flatten.
+"""The config loader (star_core.config): unknown keys, bad types, overrides, files, presets, replace, flatten.
 
-Only the public functions are used (load_config, from_dict, to_dict, replace, flatten, ConfigError).
+Only the public functions are used (load_config, from_dict, to_dict, replace, flatten, presets, ConfigError).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
+from star_core import config as star_config
 from star_core.config import ConfigError, StarConfig, flatten, from_dict, load_config, replace, to_dict
 
 
@@ -99,6 +102,44 @@ def test_an_unknown_key_in_a_file_is_rejected(tmp_path):
     path.write_text("model:\n  use_rma: false\n")
     with pytest.raises(ConfigError, match=r"model\.'use_rma' \(did you mean 'use_ram'\?\)"):
         load_config(path)
+
+
+# ----- presets ---------------------------------------------------------------------------------
+# Presets (star_core/presets/*.yaml, load_config(preset=...)) are being added to star_core/config.py by
+# another change; these tests run as soon as it is committed. Remove this marker then.
+needs_presets = pytest.mark.skipif(not hasattr(star_config, "presets"), reason="star_core.config has no presets yet")
+
+
+def _preset_values(name: str) -> dict:
+    """The dotted values a shipped preset file sets (read independently of the loader)."""
+    tree = yaml.safe_load((Path(star_config.__file__).parent / "presets" / f"{name}.yaml").read_text())
+    return flatten(tree)
+
+
+@needs_presets
+def test_the_paper_preset_is_shipped_and_sets_what_its_file_says():
+    assert "paper" in star_config.presets()
+    values = _preset_values("paper")
+    assert values, "the paper preset sets nothing"
+    got = flatten(load_config(preset="paper"))
+    assert {k: got[k] for k in values} == values
+
+
+@needs_presets
+def test_a_file_and_overrides_go_above_a_preset(tmp_path):
+    values = _preset_values("paper")
+    key = next(iter(values))
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  batch_size: 3\n")
+    cfg = load_config(path, overrides=["train.seed=5"], preset="paper")
+    flat = flatten(cfg)
+    assert flat[key] == values[key] and cfg.train.batch_size == 3 and cfg.train.seed == 5
+
+
+@needs_presets
+def test_an_unknown_preset_names_the_shipped_ones():
+    with pytest.raises(ConfigError, match=r"unknown preset 'papr' \(did you mean 'paper'\?\); shipped: .*paper"):
+        load_config(preset="papr")
 
 
 # ----- replace, flatten, round trip ------------------------------------------------------------
