@@ -9,7 +9,7 @@ from star_core.video.flow import FLOW_BOUND_PX, TVL1_PARAMS, FlowEstimator, scal
 from tests.star_core.video.videos import moving_texture_frames
 
 
-@pytest.mark.parametrize("method", ["tvl1", "farneback"])
+@pytest.mark.parametrize("method", ["tvl1", "farneback", "tvl1-torch"])
 @pytest.mark.parametrize("dx,dy", [(3, 0), (0, 2), (-2, 1)])
 def test_flow_sign_and_scale_on_translation(method, dx, dy):
     a, b = moving_texture_frames(2, 64, 64, dx, dy, seed=1)

@@ -158,6 +158,16 @@ def test_batch_gives_each_pair_its_own_solution(texture_pairs):
     np.testing.assert_allclose(in_pairs, th_flow, atol=1e-4)
 
 
+def test_reading_convergence_less_often_changes_time_not_values(texture_pairs):
+    """The CUDA default reads "all converged" every 10 iterations; frozen pairs make the result the same."""
+    first, second, _, th_flow = texture_pairs
+    every, tenth = TorchTVL1(device="cpu", check_every=1), TorchTVL1(device="cpu", check_every=10)
+    np.testing.assert_allclose(tenth.flow_pairs(first, second).permute(0, 2, 3, 1).numpy(), th_flow, atol=1e-5)
+    every.flow_pairs(first, second)
+    assert tenth.stats.pair_iterations == every.stats.pair_iterations  # the same per-pair iteration paths
+    assert tenth.stats.batch_iterations >= every.stats.batch_iterations  # only extra frozen steps
+
+
 def test_identical_frames_have_no_motion():
     (a,) = moving_texture_frames(1, 48, 48, 0, 0)
     g = to_gray(a)[None]
