@@ -126,7 +126,7 @@ def bench_torch(first: np.ndarray, second: np.ndarray, device: str, batch: int, 
         "iterations_per_pair": round(solver.stats.pair_iterations / max(solver.stats.pairs, 1), 1),
         "batch_iterations": solver.stats.batch_iterations,
         # on the pairs OpenCV computed (the first len(reference))
-        "epe_vs_opencv_px": round(float(np.linalg.norm(flow[:len(reference)].permute(0, 2, 3, 1).cpu().numpy() - reference, axis=-1).mean()), 5),
+        "epe_vs_opencv_px": round(float(np.linalg.norm(_hwc(flow[:len(reference)]) - reference, axis=-1).mean()), 5),
     }
     if device.startswith("cuda"):
         out["peak_memory_mb"] = round((torch.cuda.max_memory_allocated() - base_b) / 2**20, 1)
@@ -135,6 +135,11 @@ def bench_torch(first: np.ndarray, second: np.ndarray, device: str, batch: int, 
         out["peak_memory_mb"] = round(rss.delta_b / 2**20, 1)
         out["memory_kind"] = "peak RSS - RSS before (sampled every 5 ms)"
     return out
+
+
+def _hwc(flow) -> np.ndarray:
+    """(N, 2, H, W) torch flow -> (N, H, W, 2) numpy (OpenCV's layout)."""
+    return flow.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def main(argv=None) -> int:
@@ -168,8 +173,8 @@ def main(argv=None) -> int:
     for h, w in sizes:
         first, second = make_pairs(n_pairs, h, w)
         cv_res, cv_flow = bench_opencv(first[:n_cv], second[:n_cv])
-        print(f"{h}x{w}: OpenCV TV-L1 (1 thread) {cv_res['pairs_per_s']:.3f} pairs/s ({cv_res['pairs_per_cpu_s']:.3f} per CPU-s) over {n_cv} pairs",
-              flush=True)
+        print(f"{h}x{w}: OpenCV TV-L1 (1 thread) {cv_res['pairs_per_s']:.3f} pairs/s "
+              f"({cv_res['pairs_per_cpu_s']:.3f} per CPU-s) over {n_cv} pairs", flush=True)
         runs = []
         for batch, compiled in [(b, c) for b in batches for c in ((False, True) if args.compile else (False,))]:
             res = bench_torch(first, second, args.device, batch, cv_flow, compiled)
@@ -178,13 +183,14 @@ def main(argv=None) -> int:
                 res["cpu_ratio_vs_opencv"] = round(res["pairs_per_cpu_s"] / cv_res["pairs_per_cpu_s"], 3)
             runs.append(res)
             per_cpu = "" if cuda else f" (x{res['cpu_ratio_vs_opencv']:.2f} per CPU-s)"
-            print(f"  tvl1-torch {args.device} batch {batch:4d}{' compiled' if compiled else ''}: {res['pairs_per_s']:9.3f} pairs/s  x{res['ratio_vs_opencv_core']:.2f} vs one "
-                  f"OpenCV core{per_cpu}  peak {res['peak_memory_mb']:.0f} MB  {res['iterations_per_pair']:.0f} it/pair  EPE {res['epe_vs_opencv_px']:.4f} px",
-                  flush=True)
+            print(f"  tvl1-torch {args.device} batch {batch:4d}{' compiled' if compiled else ''}: {res['pairs_per_s']:9.3f} pairs/s  "
+                  f"x{res['ratio_vs_opencv_core']:.2f} vs one OpenCV core{per_cpu}  peak {res['peak_memory_mb']:.0f} MB  "
+                  f"{res['iterations_per_pair']:.0f} it/pair  EPE {res['epe_vs_opencv_px']:.4f} px", flush=True)
         best = max(runs, key=lambda r: r["pairs_per_s"])
         report["sizes"][f"{h}x{w}"] = {"opencv": cv_res, "torch": runs, "best_batch": best["batch"], "best_compiled": best["compiled"],
                                        "best_ratio_vs_opencv_core": best["ratio_vs_opencv_core"]}
-        print(f"  best: batch {best['batch']}, {best['pairs_per_s']:.3f} pairs/s = {best['ratio_vs_opencv_core']:.2f} x OpenCV on one core", flush=True)
+        print(f"  best: batch {best['batch']}, {best['pairs_per_s']:.3f} pairs/s = {best['ratio_vs_opencv_core']:.2f} x OpenCV on one core",
+              flush=True)
     report["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
     out = Path(args.json or Path(__file__).resolve().parent / "results" / f"flow_{args.device.replace(':', '')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

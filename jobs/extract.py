@@ -381,8 +381,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--config", default=None, help="YAML/JSON config file (StarConfig)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. features.flow=farneback")
     p.add_argument("--flow", choices=FLOW_METHODS, default=None,
-                   help="optical flow (= --set features.flow=...): tvl1 (OpenCV, in the CPU tasks), tvl1-torch (on the I3D actors' device; "
-                        "with --gpu the CPU tasks only decode), farneback")
+                   help="optical flow (= --set features.flow=...): tvl1 (OpenCV, in the CPU tasks), "
+                        "tvl1-torch (on the I3D actors' device; with --gpu the CPU tasks only decode), farneback")
     p.add_argument("--run-id", default=None)
     p.add_argument("--ray-address", default=None, help="Ray cluster (default: RAY_ADDRESS, else local)")
     gpu = p.add_mutually_exclusive_group()

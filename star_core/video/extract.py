@@ -121,7 +121,9 @@ class PreparedVideo(_Frames):
         return int(self.rgb_u8.nbytes + self.flow_f16.nbytes)
 
 
-def prepare_video(source: VideoSource, cfg: FeatureConfig, *, source_uri: str | None = None, flow_workers: int = 1) -> PreparedVideo | DecodedVideo:
+def prepare_video(
+    source: VideoSource, cfg: FeatureConfig, *, source_uri: str | None = None, flow_workers: int = 1
+) -> PreparedVideo | DecodedVideo:
     """CPU stage: decode ``source`` and compute its cropped RGB frames and optical flow.
 
     For ``cfg.flow == "tvl1-torch"`` it only decodes: a :class:`DecodedVideo` (the network stage computes the flow).
@@ -200,13 +202,17 @@ def decode_for_device_flow(source: VideoSource, cfg: FeatureConfig, name: str) -
     repeated: list[bool] = []
     prev = None
     info: dict = {}
-    for item in iter_resampled_frames(source, cfg.fps, lambda rgb: np.ascontiguousarray(resize_short_side(rgb, cfg.resize_short_side)), info):
+    def resize(rgb: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(resize_short_side(rgb, cfg.resize_short_side))
+
+    for item in iter_resampled_frames(source, cfg.fps, resize, info):
         repeated.append(item is prev)  # the same source frame shown twice: no motion
         frames.append(item)
         prev = item
     n = len(frames)
     if n < cfg.segment_frames:
-        raise TooShortVideoError(name, f"{n} frames at {cfg.fps:g} fps ({info.get('duration_s', 0):.2f} s): fewer than one {cfg.segment_frames}-frame segment")
+        raise TooShortVideoError(
+            name, f"{n} frames at {cfg.fps:g} fps ({info.get('duration_s', 0):.2f} s): fewer than one {cfg.segment_frames}-frame segment")
     if min(frames[0].shape[:2]) < cfg.crop_size:
         raise ValueError(f"{name}: resized frames {frames[0].shape[:2]} are smaller than the {cfg.crop_size}-pixel crop")
     return DecodedVideo(
@@ -292,7 +298,8 @@ class I3DExtractor:
         for start in range(0, n, step):
             stop = min(start + step, n)
             if device_flow:
-                rgb_out[start:stop], flow_out[start:stop] = self.embed_segments(*self._device_flow_segments(prepared, frames, gray, start, stop))
+                clips = self._device_flow_segments(prepared, frames, gray, start, stop)
+                rgb_out[start:stop], flow_out[start:stop] = self.embed_segments(*clips)
                 continue
             idx = prepared.frame_index(start, stop)  # (b, T)
             rgb_out[start:stop], flow_out[start:stop] = self.embed_segments(prepared.rgb_u8[idx], prepared.flow_f16[idx])

@@ -11,12 +11,13 @@ with Wedel et al.'s median filtering of the flow), step for step, with the param
   coarser flow resized up and divided by ``scale_step``;
 - per level, ``warps`` warpings: I1 and its centred gradient are warped by the current flow with
   bicubic interpolation (A = -0.75, zero outside the image; the map coordinates are used unrounded,
-  as by the OpenCV 5.1 ``cv::remap`` we test against: older OpenCVs round them to 1/32 pixel), then the data term is linearised around that flow;
+  as by the OpenCV 5.1 ``cv::remap`` we test against: older OpenCVs round them to 1/32 pixel), then
+  the data term is linearised around that flow;
 - per warping, up to ``outer_iterations`` x ``inner_iterations`` iterations of the primal-dual
   scheme: thresholding step for v (lambda * theta), u = v + theta * div(p), dual step
   p = (p + tau/theta * grad u) / (1 + tau/theta * |grad u|), with OpenCV's one-sided
-  differences and boundary rules; a 5x5 median filter of u (replicated border) before each outer
-  iteration;
+  differences and boundary rules; a 5x5 median filter of u (replicated border, an exact min/max
+  selection network) before each outer iteration;
 - the same stopping rule: a warping ends once the squared change of u summed over the image is at
   most ``epsilon**2 * H * W``; the counter is not reset between outer iterations, so the warping
   ends (no more median filtering) as soon as it converges.
@@ -83,7 +84,8 @@ class TVL1Params:
         if self.median_filtering not in (0, 1, 3, 5):
             raise ValueError(f"TVL1Params: median_filtering must be 0/1 (off), 3 or 5 (OpenCV's float median), got {self.median_filtering}")
         if not 0 < self.scale_step < 1 or self.nscales < 1 or self.warps < 1:
-            raise ValueError(f"TVL1Params: need 0 < scale_step < 1, nscales >= 1, warps >= 1 (got {self.scale_step}, {self.nscales}, {self.warps})")
+            raise ValueError(
+                f"TVL1Params: need 0 < scale_step < 1, nscales >= 1, warps >= 1 (got {self.scale_step}, {self.nscales}, {self.warps})")
         if self.inner_iterations < 1 or self.outer_iterations < 1 or self.tau <= 0 or self.theta <= 0:
             raise ValueError("TVL1Params: iterations, tau and theta must be positive")
 
