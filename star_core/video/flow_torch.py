@@ -206,12 +206,23 @@ def median_network(n_values: int) -> tuple[tuple[int, int, bool, bool], ...]:
     return tuple(reversed(kept))
 
 
-def median_blur(u: torch.Tensor, ksize: int) -> torch.Tensor:
-    """cv::medianBlur of float (..., H, W), ksize 3 or 5, replicated border (exact: a selection network of min/max)."""
+def median_blur(u: torch.Tensor, ksize: int, method: str | None = None) -> torch.Tensor:
+    """cv::medianBlur of float (..., H, W), ksize 3 or 5, replicated border; exact either way.
+
+    ``method`` "network": a min/max selection network (113 comparators for 5x5; fastest on a CPU, ~200 small
+    kernels); "sort": the k*k window copied out and ``torch.median`` over it (2 kernels, ~4x fewer bytes moved:
+    the better one on a GPU). None: "sort" on CUDA, "network" elsewhere.
+    """
+    method = method or ("sort" if u.is_cuda else "network")
     r = ksize // 2
     h, w = u.shape[-2:]
     lead = u.shape[:-2]
     pad = F.pad(u.reshape(-1, 1, h, w), (r, r, r, r), mode="replicate")
+    if method == "sort":
+        windows = pad.unfold(2, ksize, 1).unfold(3, ksize, 1)  # (N, 1, H, W, k, k) view
+        return windows.reshape(*windows.shape[:4], ksize * ksize).median(dim=-1).values.reshape(*lead, h, w)
+    if method != "network":
+        raise ValueError(f"median_blur: method must be 'sort' or 'network', got {method!r}")
     wires = [pad[..., dy:dy + h, dx:dx + w] for dy in range(ksize) for dx in range(ksize)]
     for i, j, keep_min, keep_max in median_network(ksize * ksize):
         a, b = wires[i], wires[j]
@@ -274,9 +285,9 @@ class TorchTVL1:
 
     ``batch_size`` bounds memory (pairs solved at once); None picks it from the device's free memory
     (:func:`default_batch_size`). ``check_every``: iterations between convergence reads (1 on CPU).
-    ``compile``: fuse the primal-dual step with ``torch.compile`` (one kernel instead of ~35 on a GPU;
-    ~30 s of compilation per process; on this CPU it gains ~20 %). If compilation fails, it warns and
-    runs eagerly. Off by default: not yet measured on a GPU (benchmarks/bench_flow.py --compile).
+    ``compile``: fuse the primal-dual step and the bicubic warp with ``torch.compile`` (one kernel each instead
+    of ~33 and ~200 on a GPU; ~30 s of compilation per process; on this CPU it gains little). If compilation
+    fails, it warns and runs eagerly. Off by default: not yet measured on a GPU (benchmarks/bench_flow.py --compile).
     """
 
     def __init__(self, params: TVL1Params | None = None, device: str | torch.device | None = None, batch_size: int | None = None,
@@ -288,17 +299,18 @@ class TorchTVL1:
         self.batch_size = batch_size
         self.check_every = check_every or (1 if self.device.type == "cpu" else 10)
         self.stats = FlowStats()
-        self._step = torch.compile(_iteration, dynamic=None) if compile else _iteration
+        self._fns = {f.__name__: torch.compile(f, dynamic=None) if compile else f for f in (_iteration, warp_bicubic)}
 
-    def _iterate(self, *args):
+    def _call(self, fn, *args):
+        """``fn`` (compiled when asked); a compiler failure (no triton, no C++ compiler) falls back to eager: same numbers."""
         try:
-            return self._step(*args)
-        except Exception as exc:  # noqa: BLE001 - a compiler failure (no triton, no C++ compiler): same numbers eagerly
-            if self._step is _iteration:
+            return self._fns[fn.__name__](*args)
+        except Exception as exc:  # noqa: BLE001
+            if self._fns[fn.__name__] is fn:
                 raise
-            log.warning("torch.compile of the TV-L1 step failed (%s: %s); running it eagerly", type(exc).__name__, exc)
-            self._step = _iteration
-            return _iteration(*args)
+            log.warning("torch.compile of %s failed (%s: %s); running it eagerly", fn.__name__, type(exc).__name__, exc)
+            self._fns[fn.__name__] = fn
+            return fn(*args)
 
     def batch_size_for(self, height: int, width: int) -> int:
         return self.batch_size or default_batch_size(self.device, height, width)
@@ -350,7 +362,7 @@ class TorchTVL1:
         planes = torch.stack((i1, i1x, i1y), dim=1)  # (B, 3, H, W): warped together
         dual = torch.zeros((b, 2, 2, h, w), dtype=torch.float32, device=i0.device)  # [flow component, (x, y)]
         for _ in range(p.warps):
-            warped = warp_bicubic(planes, u)
+            warped = self._call(warp_bicubic, planes, u)
             i1w, iw = warped[:, 0:1], warped[:, 1:3]  # (B, 1, H, W), (B, 2, H, W) = (I1wx, I1wy)
             ix, iy = iw[:, 0:1], iw[:, 1:2]
             grad = ix * ix + iy * iy
@@ -366,7 +378,7 @@ class TorchTVL1:
                 if p.median_filtering > 1:
                     u = torch.where(active[:, None, None, None], median_blur(u, p.median_filtering), u)
                 for _inner in range(p.inner_iterations):
-                    u, dual, err = self._iterate(u, dual, ix, iy, iw, thr, neg_grad, grad_big, rho_c, l_t, theta, taut, active)
+                    u, dual, err = self._call(_iteration, u, dual, ix, iy, iw, thr, neg_grad, grad_big, rho_c, l_t, theta, taut, active)
                     active_count += active.sum()
                     active = active & (err > scaled_epsilon)
                     n += 1

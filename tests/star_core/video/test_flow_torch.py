@@ -85,10 +85,11 @@ def test_resize_matches_opencv_pyramid_and_upsampling():
     assert pyramid_sizes(30, 40, TVL1Params()) == [(30, 40), (24, 32), (19, 26)]  # stops below 16 px, as OpenCV
 
 
+@pytest.mark.parametrize("method", ["network", "sort"])  # the CPU and the CUDA default
 @pytest.mark.parametrize("ksize", [3, 5])
-def test_median_blur_matches_opencv(ksize):
+def test_median_blur_matches_opencv(ksize, method):
     img = np.random.default_rng(ksize).standard_normal((3, 37, 50)).astype(np.float32)
-    got = median_blur(torch.from_numpy(img), ksize).numpy()
+    got = median_blur(torch.from_numpy(img), ksize, method).numpy()
     for i in range(3):
         np.testing.assert_array_equal(got[i], cv2.medianBlur(img[i], ksize))
 
