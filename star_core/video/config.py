@@ -20,6 +20,7 @@ class FeatureConfig:
     batch_segments: int = 8  # segments per I3D forward pass
     rgb_weights: str | None = None  # path of the RGB I3D weight file (None: random, with a warning)
     flow_weights: str | None = None  # path of the flow I3D weight file
+    flow_compile: bool = False  # tvl1-torch: fuse its step and warp with torch.compile (same values; for GPU speed, not in the feature set)
 
     def __post_init__(self) -> None:
         if self.flow not in FLOW_METHODS:

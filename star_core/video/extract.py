@@ -239,7 +239,8 @@ class I3DExtractor:
         self.flow_net.to(self.device)
         self.weights_digest = weights_digest(rgb_digest, flow_digest)
         self.feature_set = cfg.feature_set(self.weights_digest)
-        self.flow_solver = TorchTVL1(device=self.device) if cfg.flow == TORCH_FLOW else None  # batch size: from free memory
+        # batch size from the device's free memory
+        self.flow_solver = TorchTVL1(device=self.device, compile=cfg.flow_compile) if cfg.flow == TORCH_FLOW else None
 
     def _check(self, prepared: PreparedVideo | DecodedVideo) -> None:
         cfg = self.cfg
