@@ -25,8 +25,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from star_core.config import StarConfig, flatten, replace
+from star_core.baseline_stpn import STPN_LOCALIZE, StpnConfig
+from star_core.config import StarConfig, flatten, load_config, replace
 from star_core.data import VideoFeatures, VideoLabels
+from star_core.model.config import LocalizeConfig
 
 log = logging.getLogger("star.benchmark")
 
@@ -45,7 +47,6 @@ class BenchmarkConfig:
     version: int | None = None  # dataset version (None: latest)
     feature_set: str | None = None  # None: the one recorded by the importer in dataset.json
     star: StarConfig = field(default_factory=StarConfig)  # model/loss/train/localize of the main STAR row
-    stpn_epochs: int | None = None  # STPN epochs (None: the same as STAR's train.epochs)
     ablation: bool = False  # add Table 1 (module combinations) and Table 2 (localizers)
     baseline: bool = True  # train and evaluate the STPN-style baseline
     train_split: str = "train"
@@ -53,6 +54,10 @@ class BenchmarkConfig:
     detect_batch: int = 8  # test videos per detect_batch call
     diagnostics: bool = True  # attention diagnostics (mean α vs action fraction, α AUC) of the main model
     workers: int = 1  # processes for the Table 1 trainings (1 = sequential in this process)
+    paper_reference: bool = True  # also train the paper preset (star_core/presets/paper.yaml) as a reference row
+    upper_bound: bool = True  # supervised segment head on the train split's segment labels (evaluation aid only)
+    stpn: StpnConfig = field(default_factory=StpnConfig)  # the baseline's own training settings
+    stpn_localize: LocalizeConfig = field(default_factory=lambda: STPN_LOCALIZE)  # the baseline's own proposal settings
 
 
 @dataclass
@@ -60,7 +65,7 @@ class BenchmarkRow:
     """One evaluated model/localizer."""
 
     name: str
-    table: str  # "main" | "baseline" | "table1" | "table2"
+    table: str  # "main" | "addition" | "reference" | "baseline" | "upper_bound" | "table1" | "table2"
     map: dict[str, float]  # "0.1".."0.7" -> mAP %
     avg_0_1_0_5: float
     avg_0_1_0_7: float
@@ -109,13 +114,21 @@ class BenchmarkReport:
 
     def to_json(self) -> dict[str, Any]:
         main = self.main
-        baseline = self.row("baseline")
+
+        def first(table: str) -> dict[str, Any] | None:
+            rows = self.row(table)
+            return rows[0].to_json() if rows else None
+
         return {
             "map": dict(main.map),
             "avg_0.1_0.5": main.avg_0_1_0_5,
             "avg_0.1_0.7": main.avg_0_1_0_7,
             "main": main.to_json(),
-            "baseline": baseline[0].to_json() if baseline else None,
+            "baseline": first("baseline"),
+            "paper_preset": first("reference"),
+            "upper_bound": first("upper_bound"),
+            "fraction_of_upper_bound": self.fraction_of_upper_bound(),
+            "additions": [r.to_json() for r in self.row("addition")],
             "ablation": [r.to_json() for r in self.rows if r.table in ("table1", "table2")],
             "dataset": {"name": self.dataset, "version": self.version, "feature_set": self.feature_set, "n_train": self.n_train, "n_test": self.n_test},
             "protocol": {"exclude_videos": self.exclude_videos, "ignore_ambiguous": True},
@@ -126,9 +139,24 @@ class BenchmarkReport:
             "config": self.config,
         }
 
+    def fraction_of_upper_bound(self) -> dict[str, float] | None:
+        """The main row's averages as fractions of the supervised upper bound's (None without it)."""
+        bound = self.row("upper_bound")
+        if not bound:
+            return None
+        b, m = bound[0], self.main
+        return {
+            "avg_0.1_0.5": m.avg_0_1_0_5 / b.avg_0_1_0_5 if b.avg_0_1_0_5 > 0 else float("nan"),
+            "avg_0.1_0.7": m.avg_0_1_0_7 / b.avg_0_1_0_7 if b.avg_0_1_0_7 > 0 else float("nan"),
+        }
+
     def tables(self) -> str:
-        """Printable tables: main + baseline, then Table 1 and Table 2 when present."""
-        parts = [_format("STAR vs STPN-style baseline", self.row("main") + self.row("baseline"))]
+        """Printable tables: main and references, then Table 1 and Table 2 when present."""
+        refs = [r for t in ("main", "addition", "reference", "baseline", "upper_bound") for r in self.row(t)]
+        parts = [_format("STAR (default recipe) and its references, same data, same evaluator", refs)]
+        frac = self.fraction_of_upper_bound()
+        if frac:
+            parts.append(f"STAR reaches {100 * frac['avg_0.1_0.7']:.0f} % of the supervised upper bound (avg mAP 0.1:0.7; {100 * frac['avg_0.1_0.5']:.0f} % at 0.1:0.5)")
         if self.row("table1"):
             parts.append(_format("Table 1: modules (stem + Sparsity / Coverage / RAM)", self.row("table1")))
         if self.row("table2"):
@@ -250,13 +278,31 @@ def run_benchmark(cfg: BenchmarkConfig, on_row: Callable[[BenchmarkRow], None] |
     Returns:
         A :class:`BenchmarkReport` with wall time and peak RSS of this process (and of the workers).
     """
-    from star_core.baseline_stpn import StpnConfig, fit_stpn
-    from star_core.train_loop import fit
-
     t_start = time.monotonic()
     ds, train, test, excluded, feature_set = load_split_pairs(cfg)
-    classes = ds.classes
-    log.info("benchmark %s v%d: %d train / %d test videos, feature set %s, %d classes", ds.name, ds.version, len(train), len(test), feature_set, len(classes))
+    return benchmark_pairs(cfg, ds.name, ds.version, feature_set, ds.classes, train, test, excluded, on_row, t_start)
+
+
+def benchmark_pairs(
+    cfg: BenchmarkConfig,
+    dataset: str,
+    version: int,
+    feature_set: str,
+    classes: Sequence[str],
+    train: Sequence[tuple[VideoFeatures, VideoLabels]],
+    test: Sequence[tuple[VideoFeatures, VideoLabels]],
+    excluded: Sequence[str],
+    on_row: Callable[[BenchmarkRow], None] | None = None,
+    t_start: float | None = None,
+) -> BenchmarkReport:
+    """The rows of :func:`run_benchmark` on (features, labels) pairs already in memory (also used by
+    ``benchmarks/bench_protocol.py``, which generates its stand-ins without a lake)."""
+    from star_core.baseline_stpn import fit_stpn
+    from star_core.train_loop import fit
+
+    t_start = time.monotonic() if t_start is None else t_start
+    classes = tuple(classes)
+    log.info("benchmark %s v%d: %d train / %d test videos, feature set %s, %d classes", dataset, version, len(train), len(test), feature_set, len(classes))
     rows: list[BenchmarkRow] = []
 
     def add(row: BenchmarkRow) -> None:
@@ -276,26 +322,40 @@ def run_benchmark(cfg: BenchmarkConfig, on_row: Callable[[BenchmarkRow], None] |
         futures = {modules: pool.submit(_table1_row, cfg, modules) for modules in table1_jobs}
         log.info("Table 1: %d configurations submitted to %d worker processes", len(table1_jobs), cfg.workers)
     try:
-        # main row: the configured STAR
-        log.info("training STAR: %d epochs x 2 streams", cfg.star.train.epochs)
-        t0 = time.monotonic()
-        detector = fit(train, classes, cfg.star)
-        train_s = time.monotonic() - t0
+        # main row: the configured STAR (by default stage 1 + self-training)
+        detector, train_s = _train_star("STAR", train, classes, cfg.star)
         result, det_s, n = evaluate_detector(detector, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
+        refined = detector.refiner is not None
         main_name = f"STAR ({module_name(main_modules)})" if len(main_modules) < 3 else "STAR (all modules)"
-        main = _row(main_name, "main", result, train_s, det_s, n, {"modules": list(main_modules), "localizer": cfg.star.localize.localizer})
+        main_name += " + self-training" if refined else ""
+        main = _row(main_name, "main", result, train_s, det_s, n, {"modules": list(main_modules), "localizer": cfg.star.localize.localizer, "refine_rounds": cfg.star.refine.rounds})
         add(main)
         diagnostics = _diagnostics(detector, test) if cfg.diagnostics else {}
+        if refined:  # the same stage-1 model without its head: what self-training adds
+            loc = dataclasses.replace(cfg.star.localize, use_refiner=False)
+            result, det_s, n = evaluate_detector(detector, test, classes, loc, excluded, cfg.detect_batch)
+            add(_row("STAR stage 1 only (same model, no self-training)", "addition", result, 0.0, det_s, n, {"use_refiner": False}))
+
+        if cfg.paper_reference:
+            paper = load_config(preset="paper")
+            paper = replace(paper, **{"train.seed": cfg.star.train.seed, "train.batch_size": cfg.star.train.batch_size})
+            det_p, paper_s = _train_star("STAR paper preset", train, classes, paper)
+            result, det_s, n = evaluate_detector(det_p, test, classes, paper.localize, excluded, cfg.detect_batch)
+            add(_row("STAR paper preset", "reference", result, paper_s, det_s, n, {"preset": "paper"}))
+            del det_p
 
         if cfg.baseline:
-            epochs = cfg.stpn_epochs or cfg.star.train.epochs
-            stpn_cfg = StpnConfig(epochs=epochs, batch_size=cfg.star.train.batch_size, sample_segments=cfg.star.train.sample_segments, seed=cfg.star.train.seed)
-            log.info("training STPN-style baseline: %d epochs x 2 streams", epochs)
+            stpn_cfg = dataclasses.replace(cfg.stpn, seed=cfg.star.train.seed)
             t0 = time.monotonic()
-            stpn = fit_stpn(train, classes, stpn_cfg)
+            stpn = fit_stpn(train, classes, stpn_cfg, on_epoch=_epoch_progress("STPN-style baseline", stpn_cfg.epochs))
             stpn_s = time.monotonic() - t0
-            result, det_s, n = evaluate_detector(stpn, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
-            add(_row("STPN-style baseline", "baseline", result, stpn_s, det_s, n, dataclasses.asdict(stpn_cfg)))
+            result, det_s, n = evaluate_detector(stpn, test, classes, cfg.stpn_localize, excluded, cfg.detect_batch)
+            add(_row("STPN-style baseline", "baseline", result, stpn_s, det_s, n, {**dataclasses.asdict(stpn_cfg), "localize": dataclasses.asdict(cfg.stpn_localize)}))
+
+        if cfg.upper_bound:
+            head, bound_s = _train_upper_bound(train, classes, cfg.star.refine)
+            result, det_s, n = evaluate_detector(head, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
+            add(_row("supervised upper bound (segment labels)", "upper_bound", result, bound_s, det_s, n, {"supervision": "segment labels of the train split"}))
 
         table2 = []
         if cfg.ablation:
@@ -328,8 +388,8 @@ def run_benchmark(cfg: BenchmarkConfig, on_row: Callable[[BenchmarkRow], None] |
             pool.shutdown(wait=True, cancel_futures=True)
 
     return BenchmarkReport(
-        dataset=ds.name,
-        version=ds.version,
+        dataset=dataset,
+        version=version,
         feature_set=feature_set,
         n_train=len(train),
         n_test=len(test),
@@ -341,6 +401,39 @@ def run_benchmark(cfg: BenchmarkConfig, on_row: Callable[[BenchmarkRow], None] |
         diagnostics=diagnostics,
         config=flatten(cfg.star),
     )
+
+
+def _epoch_progress(name: str, epochs: int) -> Callable[[int, dict[str, float]], None]:
+    """on_epoch callback: a progress line per model with the epoch rate and ETA (every few seconds and at the end)."""
+    from jobs.runtime import Progress
+
+    progress = Progress(total=epochs, what=f"{name} epochs", logger=log)
+    return lambda epoch, metrics: progress.update(done=1)
+
+
+def _train_star(name: str, train, classes, star: StarConfig):
+    from star_core.train_loop import fit
+
+    log.info("training %s: %d epochs x 2 streams%s", name, star.train.epochs, f" + {star.refine.rounds} self-training round(s)" if star.refine.rounds else "")
+    t0 = time.monotonic()
+    detector = fit(train, classes, star, on_epoch=_epoch_progress(name, star.train.epochs))
+    return detector, time.monotonic() - t0
+
+
+def _train_upper_bound(train, classes, refine_cfg):
+    """The segment head trained on ground-truth segment labels (an evaluation aid: never a product path)."""
+    from star_core import refine
+
+    usable = [(f, lab) for f, lab in train if lab.labels]
+    epochs = refine.round_epochs(refine_cfg, len(usable))
+    log.info("training the supervised upper bound: %d epochs on segment labels", epochs)
+    t0 = time.monotonic()
+    targets = [refine.gt_segment_labels(f, lab, classes) for f, lab in usable]
+    head = refine.fit_head(
+        [f for f, _ in usable], targets, refine.multi_hot([lab for _, lab in usable], classes), len(classes), refine_cfg,
+        on_epoch=_epoch_progress("upper bound", epochs),
+    )
+    return refine.HeadDetector(head, classes, refine_cfg), time.monotonic() - t0
 
 
 def _diagnostics(detector, test: Sequence[tuple[VideoFeatures, VideoLabels]], chunk: int = 16) -> dict[str, float]:

@@ -283,6 +283,13 @@ def train_loop(config: dict[str, Any]) -> None:
         history.append(row)
         report: dict[str, Any] = {**row, "resumed_from_epoch": start_epoch}
         ckpt = None
+        if rank == 0 and done == epochs and cfg.refine.rounds > 0:
+            # Stage 2 (star_core.refine) on every training video, not only this worker's shard.
+            from star_core.train_loop import refine_detector
+
+            ids = list(dict.fromkeys(config["train_ids"]))
+            every = feats if set(ids) <= set(feats) else {v.video_id: v for v in read_features(lake, config["feature_set"], sorted(ids))}
+            refine_detector(trainer.detector, [(every[v], labels_by_id[v]) for v in ids], cfg.refine)
         if rank == 0:
             is_eval = bool(test_labels) and (done == epochs or (eval_every > 0 and done % eval_every == 0))
             timelines = []

@@ -3,13 +3,15 @@ by Sparse Temporal Pooling Network"), trained and evaluated on the same data as 
 
 Per stream (RGB and flow trained separately, as in STPN):
 * class-agnostic attention λ_i = σ(w_2 ReLU(W_1 s_i + b_1) + b_2) over the N segments;
-* attention-weighted temporal pooling x̄ = (1/N) Σ_i λ_i s_i over the N valid segments (STPN's
-  Σ λ_i s_i over a fixed T = 400 sampled segments, divided by N so the scale does not depend on the
-  video length at test time). Not the weighted mean Σ λ_i s_i / Σ λ_i: that is invariant to the scale
-  of λ, so the sparsity loss shrinks λ to nothing at no cost and the attention collapses;
-* video-level classifier y = W_c x̄ + b (multi-label sigmoid, binary cross-entropy on the
-  video-level labels) and the sparsity loss β ||λ||_1 (β = 1e-4, the sum over segments as in STPN);
-* temporal class activation map (T-CAM) a^c_i = W_c[c] · s_i + b_c.
+* temporal class activation map (T-CAM) a^c_i = W_c[c] · s_i + b_c;
+* video-level logit y_c = Σ_i λ_i a^c_i / Σ_i λ_i (``pooling="tcam"``, the default): the attention-
+  weighted mean of the T-CAM, which equals STPN's W_c x̄ + b with x̄ the λ-weighted mean of the
+  features. The first version pooled x̄ = (1/N) Σ λ_i s_i and classified that (``pooling="features"``):
+  its logit is scaled by the mean λ, while the T-CAM used for localization is not, so σ(a^c_i)
+  saturated on every segment and the maps did not localize (avg mAP 0.1:0.7 of 4-13 where an
+  independently written attention-MIL reaches 29 on the same THUMOS'14-shaped features, issue 14);
+* multi-label sigmoid, binary cross-entropy on the video-level labels, and the sparsity loss
+  β ||λ||_1 (β = 1e-4, the sum over segments as in STPN).
 
 Detection: video-level class probabilities of the two streams are averaged; classes with fused
 probability >= ``min_class_prob`` are localized on the attention-weighted T-CAM fused over the
@@ -35,6 +37,10 @@ from star_core.localize import Proposal, nms_per_class, proposals_from_score, sc
 from star_core.model.config import LocalizeConfig
 
 
+# The baseline's own proposal settings, chosen like STAR's on the stand-in protocol (docs/benchmark.md).
+STPN_LOCALIZE = LocalizeConfig()
+
+
 @dataclass(frozen=True)
 class StpnConfig:
     attn_hidden: int = 256  # hidden units of the attention MLP
@@ -47,6 +53,7 @@ class StpnConfig:
     sample_segments: int = 400  # uniform sampling per training video (0 = all)
     fusion_theta: float = 0.5  # θ: RGB weight of the fused weighted T-CAM
     seed: int = 0  # seeds initialisation and sampling
+    pooling: str = "tcam"  # "tcam": video logit = Σ λ a / Σ λ (map and logit on one scale) | "features": W(Σ λ s / N) (first version)
 
 
 class StpnStream(nn.Module):
@@ -57,14 +64,21 @@ class StpnStream(nn.Module):
         self.attention = nn.Sequential(nn.Linear(feat_dim, cfg.attn_hidden), nn.ReLU(), nn.Linear(cfg.attn_hidden, 1))
         self.classifier = nn.Linear(feat_dim, num_classes)
         self.dropout = nn.Dropout(cfg.dropout)
+        if cfg.pooling not in ("tcam", "features"):
+            raise ValueError(f"stpn pooling must be 'tcam' or 'features', got {cfg.pooling!r}")
+        self.pooling = cfg.pooling
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """feats (B, N, D), mask (B, N) -> logits (B, C), attention λ (B, N), T-CAM (B, N, C)."""
         x = self.dropout(feats)
         lam = torch.sigmoid(self.attention(x).squeeze(-1)) * mask  # (B, N), 0 on padding
-        pooled = (lam.unsqueeze(-1) * x).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)  # (B, D)
-        logits = self.classifier(pooled)  # (B, C)
-        tcam = self.classifier(feats)  # (B, N, C): a^c_i = W_c s_i + b_c
+        tcam = self.classifier(x)  # (B, N, C): a^c_i = W_c s_i + b_c
+        if self.pooling == "tcam":
+            # video logit = attention-weighted mean of the T-CAM: the logit and the map share one scale
+            logits = (lam.unsqueeze(-1) * tcam).sum(1) / lam.sum(1, keepdim=True).clamp_min(1e-6)  # (B, C)
+        else:  # "features" (the first version): classify the pooled features Σ λ s / N
+            pooled = (lam.unsqueeze(-1) * x).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)  # (B, D)
+            logits = self.classifier(pooled)
         return logits, lam, tcam
 
 

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from star_core.model.config import LocalizeConfig, LossConfig, ModelConfig, TrainConfig
+from star_core.model.config import LocalizeConfig, LossConfig, ModelConfig, RefineConfig, TrainConfig
 from star_core.video.config import FeatureConfig
 
 
@@ -47,6 +47,7 @@ class StarConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     localize: LocalizeConfig = field(default_factory=LocalizeConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
@@ -117,14 +118,43 @@ def from_dict(data: Mapping[str, Any] | None, cls: type = StarConfig) -> Any:
         raise ConfigError(f"invalid config: {exc}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> StarConfig:
-    """Load the config tree: defaults, then a YAML/JSON file, then dotted overrides."""
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+
+def presets() -> list[str]:
+    """Names of the shipped presets (``star_core/presets/<name>.yaml``)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def _read_tree(path: str | Path) -> dict[str, Any]:
+    text = Path(path).read_text()
+    tree = (json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)) or {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping")
+    return tree
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), preset: str | None = None) -> StarConfig:
+    """Load the config tree: defaults, then a named preset, then a YAML/JSON file, then dotted overrides.
+
+    ``preset`` names a file shipped in ``star_core/presets/`` (``paper``: the paper's literal
+    setting, the product default before the self-training recipe).
+    """
     tree: dict[str, Any] = {}
+    if preset:
+        if preset not in presets():
+            close = difflib.get_close_matches(preset, presets(), n=1)
+            raise ConfigError(f"unknown preset {preset!r}{f' (did you mean {close[0]!r}?)' if close else ''}; shipped: {', '.join(presets())}")
+        tree = _read_tree(PRESETS_DIR / f"{preset}.yaml")
     if path is not None:
-        text = Path(path).read_text()
-        tree = (json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)) or {}
-        if not isinstance(tree, dict):
-            raise ConfigError(f"config file {path}: top level must be a mapping")
+        tree = _merge(tree, _read_tree(path))
     for item in overrides:
         key, value = _parse_override(item)
         _set_dotted(tree, key, value)

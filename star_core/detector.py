@@ -24,10 +24,11 @@ from torch import nn
 from star_core.data import Detection, VideoFeatures
 from star_core.gradcam import st_gradcam
 from star_core.localize import localize_step, nms_per_class, score_maps
-from star_core.model.config import LocalizeConfig, ModelConfig
+from star_core.model.config import LocalizeConfig, ModelConfig, RefineConfig
 from star_core.model.star import StarNet, greedy_decode
 
-CHECKPOINT_FORMAT = "star-detector/1"
+CHECKPOINT_FORMAT = "star-detector/2"  # /2 adds the optional refinement head; /1 files still load
+READABLE_FORMATS = ("star-detector/1", CHECKPOINT_FORMAT)
 
 
 def check_video(video: VideoFeatures, feat_dim: int) -> None:
@@ -88,6 +89,13 @@ class StarDetector(nn.Module):
             raise ValueError("class_order must be a permutation of classes")
         self.rgb = StarNet(feat_dim=self.feat_dim, num_classes=len(self.classes), cfg=self.model_cfg)
         self.flow = StarNet(feat_dim=self.feat_dim, num_classes=len(self.classes), cfg=self.model_cfg)
+        self.refiner: nn.Module | None = None  # star_core.refine.SegmentHead after self-training (stage 2)
+        self.refine_cfg: RefineConfig | None = None
+
+    def attach_refiner(self, head: nn.Module, cfg: RefineConfig) -> None:
+        """Localize with a self-trained segment head from now on (``localize.use_refiner``)."""
+        self.refiner = head.to(self.device)
+        self.refine_cfg = cfg
 
     @property
     def streams(self) -> dict[str, StarNet]:
@@ -100,22 +108,29 @@ class StarDetector(nn.Module):
         def plain(cfg: Any) -> dict[str, Any]:
             return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
-        return {
+        def tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+        ckpt = {
             "format": CHECKPOINT_FORMAT,
             "classes": list(self.classes),
             "class_order": list(self.class_order),
             "feat_dim": self.feat_dim,
             "model_cfg": plain(self.model_cfg),
             "localize_cfg": plain(self.localize_cfg),
-            "rgb": {k: v.detach().cpu().clone() for k, v in self.rgb.state_dict().items()},
-            "flow": {k: v.detach().cpu().clone() for k, v in self.flow.state_dict().items()},
+            "rgb": tensors(self.rgb),
+            "flow": tensors(self.flow),
         }
+        if self.refiner is not None and self.refine_cfg is not None:
+            ckpt["refine_cfg"] = plain(self.refine_cfg)
+            ckpt["refiner"] = tensors(self.refiner)
+        return ckpt
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> "StarDetector":
         from star_core.config import from_dict
 
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        if not isinstance(ckpt, dict) or ckpt.get("format") not in READABLE_FORMATS:
             raise ValueError(f"not a STAR detector checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt)!r})")
         det = cls(
             classes=ckpt["classes"],
@@ -126,6 +141,14 @@ class StarDetector(nn.Module):
         )
         det.rgb.load_state_dict(ckpt["rgb"])
         det.flow.load_state_dict(ckpt["flow"])
+        if "refiner" in ckpt:
+            from star_core.refine import SegmentHead
+
+            rcfg = from_dict(ckpt["refine_cfg"], RefineConfig)
+            head = SegmentHead(feat_dim=det.feat_dim, num_classes=len(det.classes), cfg=rcfg)
+            head.load_state_dict(ckpt["refiner"])
+            head.eval()
+            det.attach_refiner(head, rcfg)
         return det
 
     # -- inference --
@@ -141,17 +164,16 @@ class StarDetector(nn.Module):
         if not videos:
             return []
         cfg = cfg or self.localize_cfg
-        for v in videos:
-            check_video(v, self.feat_dim)
-        keep_idx = [resample_indices(v.n_segments, cfg.test_segments) for v in videos]
-        feats_rgb, mask = pad_batch([v.rgb[i] for v, i in zip(videos, keep_idx)], self.device)
-        feats_flow, _ = pad_batch([v.flow[i] for v, i in zip(videos, keep_idx)], self.device)
+        if self.refiner is not None and cfg.use_refiner:
+            from star_core.refine import refined_detections
+
+            stage1 = self.class_probabilities(videos, cfg) if self.refine_cfg.video_score_fusion > 0 else None
+            return refined_detections(self.refiner, self.refine_cfg, self.classes, videos, cfg, stage1)
+        keep_idx, feats_rgb, feats_flow, mask = self._inputs(videos, cfg)
         was_training = self.training
         self.eval()
         try:
-            max_steps = cfg.max_steps or self.model_cfg.max_steps
-            with torch.no_grad():
-                dec = greedy_decode([self.rgb, self.flow], [feats_rgb, feats_flow], mask, max_steps=max_steps)
+            dec = self._decode(feats_rgb, feats_flow, mask, cfg)
             labels = dec.labels.clone()  # (B, T)
             labels[labels >= len(self.classes)] = -1  # EOS steps are not localized
             need_cam = cfg.localizer != "attention"
@@ -184,6 +206,72 @@ class StarDetector(nn.Module):
             kept = nms_per_class(props, cfg.nms_tiou, cfg.max_detections_per_video)
             results.append(self._to_seconds(video, keep_idx[b], kept))
         return results
+
+    def _inputs(self, videos: Sequence[VideoFeatures], cfg: LocalizeConfig):
+        """Checked, resampled (``test_segments``) and padded inputs: (kept indices, rgb, flow, mask)."""
+        for v in videos:
+            check_video(v, self.feat_dim)
+        keep_idx = [resample_indices(v.n_segments, cfg.test_segments) for v in videos]
+        feats_rgb, mask = pad_batch([v.rgb[i] for v, i in zip(videos, keep_idx)], self.device)
+        feats_flow, _ = pad_batch([v.flow[i] for v, i in zip(videos, keep_idx)], self.device)
+        return keep_idx, feats_rgb, feats_flow, mask
+
+    def _decode(self, feats_rgb: torch.Tensor, feats_flow: torch.Tensor, mask: torch.Tensor, cfg: LocalizeConfig):
+        with torch.no_grad():
+            return greedy_decode([self.rgb, self.flow], [feats_rgb, feats_flow], mask, max_steps=cfg.max_steps or self.model_cfg.max_steps)
+
+    def class_probabilities(self, videos: Sequence[VideoFeatures], cfg: LocalizeConfig | None = None) -> np.ndarray:
+        """(B, C) fused probability of each class decoded for each video (0 for classes not decoded)."""
+        cfg = cfg or self.localize_cfg
+        _, feats_rgb, feats_flow, mask = self._inputs(videos, cfg)
+        was_training = self.training
+        self.eval()
+        try:
+            dec = self._decode(feats_rgb, feats_flow, mask, cfg)
+        finally:
+            self.train(was_training)
+        C = len(self.classes)
+        out = np.zeros((len(videos), C), dtype=np.float64)
+        lab, probs = dec.labels.cpu().numpy(), dec.probs.cpu().numpy()
+        for b, t in zip(*np.nonzero((lab >= 0) & (lab < C))):
+            out[b, lab[b, t]] = max(out[b, lab[b, t]], probs[b, t])
+        return out
+
+    def known_class_maps(self, videos: Sequence[VideoFeatures], labels: Sequence[Sequence[str]], cfg: LocalizeConfig | None = None) -> list[dict[int, np.ndarray]]:
+        """Score map (N,) of each *given* class of each video (teacher-forced; per-stream maps averaged).
+
+        The input of pseudo-labelling (``star_core.refine``): the classes are the video's known
+        labels, fed to both streams in the model's class order instead of being decoded.
+        """
+        cfg = cfg or self.localize_cfg
+        index = {c: i for i, c in enumerate(self.classes)}
+        rank = {c: i for i, c in enumerate(self.class_order)}
+        seqs = [[index[c] for c in sorted(set(labs), key=lambda c: rank[c])] for labs in labels]
+        T = max((len(s) for s in seqs), default=0)
+        if T == 0:
+            return [{} for _ in videos]
+        lab = torch.full((len(videos), T), -1, dtype=torch.long)
+        for b, seq in enumerate(seqs):
+            lab[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        feats_rgb, mask = pad_batch([v.rgb for v in videos], self.device)
+        feats_flow, _ = pad_batch([v.flow for v in videos], self.device)
+        was_training = self.training
+        self.eval()
+        try:
+            cams = [st_gradcam(net, f, mask, lab.to(self.device)) for net, f in ((self.rgb, feats_rgb), (self.flow, feats_flow))]
+        finally:
+            self.train(was_training)
+        a = [c.attention.detach().cpu().numpy() for c in cams]
+        xi = [c.xi.detach().cpu().numpy() for c in cams]
+        out = []
+        for b, (v, seq) in enumerate(zip(videos, seqs)):
+            n = v.n_segments
+            maps = {}
+            for t, c in enumerate(seq):
+                per_stream = score_maps(cfg.localizer, cfg.fusion_lambda, a[0][b, t, :n], a[1][b, t, :n], xi[0][b, t, :n], xi[1][b, t, :n], cfg.attention_scale)
+                maps[c] = np.mean(per_stream, axis=0)
+            out.append(maps)
+        return out
 
     def _to_seconds(self, video: VideoFeatures, idx: np.ndarray, proposals) -> list[Detection]:
         starts_s, ends_s = video.segment_bounds_s()  # (N,) each, the one index->seconds mapping

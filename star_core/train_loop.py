@@ -34,6 +34,7 @@ from star_core.data import VideoFeatures, VideoLabels
 from star_core.detector import StarDetector, check_video, pad_batch
 from star_core.diagnostics import attention_diagnostics  # noqa: F401 (re-exported: optional training diagnostic)
 from star_core.losses import LossTerms, star_loss
+from star_core.model.config import RefineConfig
 from star_core.model.star import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
@@ -235,5 +236,32 @@ def fit(
         if done == cfg.train.epochs or done % max(1, cfg.train.epochs // 10) == 0:
             rate = done / max(time.monotonic() - t0, 1e-9)
             log.info("epoch %d/%d  rgb/total %.4f  flow/total %.4f  (%.2f epochs/s, ETA %.0f s)", done, cfg.train.epochs, metrics["rgb/total"], metrics["flow/total"], rate, (cfg.train.epochs - done) / rate)
-    trainer.detector.eval()
-    return trainer.detector
+    detector = trainer.detector
+    if cfg.refine.rounds > 0:
+        refine_detector(detector, pairs, cfg.refine)
+    detector.eval()
+    return detector
+
+
+def refine_detector(detector: StarDetector, pairs: Sequence[tuple[VideoFeatures, VideoLabels]], cfg: RefineConfig) -> StarDetector:
+    """Stage 2: self-train a segment head on the detector's pseudo-labels of ``pairs`` and attach it."""
+    from star_core.refine import round_epochs, self_train
+
+    t0 = time.monotonic()
+    epochs = round_epochs(cfg, sum(1 for _, lab in pairs if lab.labels))
+    total = cfg.rounds * epochs
+
+    def progress(round_idx: int, epoch: int, metrics: dict[str, float]) -> None:
+        done = round_idx * epochs + epoch + 1
+        if done == total or done % max(1, total // 5) == 0:
+            rate = done / max(time.monotonic() - t0, 1e-9)
+            log.info("refine round %d/%d epoch %d/%d  loss %.4f  (ETA %.0f s)", round_idx + 1, cfg.rounds, epoch + 1, epochs, metrics["total"], (total - done) / rate)
+
+    was_training = detector.training
+    detector.eval()
+    try:
+        head = self_train(detector, pairs, cfg, on_epoch=progress)
+    finally:
+        detector.train(was_training)
+    detector.attach_refiner(head, cfg)
+    return detector

@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-name", help="checkpoint/run name; an existing name resumes that run (default: a fresh train-<time>-<id>)")
     parser.add_argument("--epochs", type=int, help="total epochs (shortcut for train.epochs=E)")
     parser.add_argument("--eval-every", type=int, help="evaluate on the test split every K epochs (default: train.eval_every_epochs)")
+    parser.add_argument("--preset", help="named settings applied before --config (shipped: paper = the paper's literal STAR, no self-training)")
     parser.add_argument("--config", help="YAML/JSON config file (StarConfig tree)")
     parser.add_argument("--model-name", default="star", help="registered model name (default %(default)s; '' = do not register)")
     parser.add_argument("--alias", default="champion", help="alias moved to the new version when it beats the holder (default %(default)s)")
@@ -37,7 +38,7 @@ def build_config(args: argparse.Namespace):
     from star_core.config import load_config, replace
 
     overrides = list(args.overrides)
-    star = load_config(args.config, overrides)
+    star = load_config(args.config, overrides, preset=args.preset)
     if args.epochs is not None:
         star = replace(star, **{"train.epochs": args.epochs})
     return TrainJobConfig(

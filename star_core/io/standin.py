@@ -28,7 +28,7 @@ import numpy as np
 from star_core.io import fs as fsmod
 from star_core.io.importers import WtalcAnnotations, read_wtalc_annotations, wtalc_labels
 from star_core.io.npy import object_array
-from star_core.synth import SynthConfig, World, generate_video
+from star_core.synth import World, difficulty_config, generate_video
 
 FEATURES_FILE = "Thumos14reduced-I3D-JOINTFeatures.npy"
 ANNOTATIONS_DIR = "Thumos14reduced-Annotations"
@@ -121,6 +121,7 @@ def build_standin(
     annotations_dir: str | None = None,
     feat_dim: int | None = None,
     on_progress: Callable[[int, int, int], None] | None = None,
+    difficulty: str = "standard",
 ) -> dict:
     """Generate the stand-in and write it in the W-TALC layout under ``out_dir``.
 
@@ -131,13 +132,14 @@ def build_standin(
         annotations_dir: real W-TALC annotations (default: the repository's ``data/thumos14`` copy).
         feat_dim: override the per-stream feature dimension of the scale.
         on_progress: called with (videos done, total, segments of the last video).
+        difficulty: a named setting of ``star_core.synth.DIFFICULTIES`` (issue 14 protocol).
 
     Returns:
         The provenance record also written to ``synth.json`` (paths, scale, seed, feature set, counts).
     """
     ann = read_wtalc_annotations(annotations_dir or default_annotations_dir())
     idx, classes = select_videos(ann, scale)
-    cfg = SynthConfig(seed=seed, feat_dim=feat_dim or (64 if scale == "small" else 1024))
+    cfg = difficulty_config(difficulty, seed=seed, feat_dim=feat_dim or (64 if scale == "small" else 1024))
     world = World(classes, cfg)
     labels = wtalc_labels(ann, exclude_videos=())
     features = []
@@ -158,7 +160,8 @@ def build_standin(
         "n_videos": len(idx),
         "n_segments": int(sum(f.shape[0] for f in features)),
         "classes": classes,
-        "feature_set": f"standin-{scale}-d{cfg.feat_dim}-s{seed}",
+        "difficulty": difficulty,
+        "feature_set": f"standin-{scale}-d{cfg.feat_dim}-s{seed}" + ("" if difficulty == "standard" else f"-{difficulty}"),
         "config": dataclasses.asdict(cfg),
         "features": f"{out_dir.rstrip('/')}/{FEATURES_FILE}",
         "annotations": f"{out_dir.rstrip('/')}/{ANNOTATIONS_DIR}",

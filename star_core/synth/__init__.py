@@ -6,6 +6,6 @@ done by ``star_core.io.standin`` (storage lives in ``star_core.io``).
 """
 
 from star_core.synth.video import SynthVideo, generate_video, n_segments_of
-from star_core.synth.world import SynthConfig, World
+from star_core.synth.world import DIFFICULTIES, SynthConfig, World, difficulty_config
 
-__all__ = ["SynthConfig", "SynthVideo", "World", "generate_video", "n_segments_of"]
+__all__ = ["DIFFICULTIES", "SynthConfig", "difficulty_config", "SynthVideo", "World", "generate_video", "n_segments_of"]

@@ -114,6 +114,25 @@ class SynthConfig:
     gain: float = 0.5  # overall feature scale (I3D-like means of a few tenths)
 
 
+# Named difficulty settings of the stand-in (issue 14 protocol). Fixed on 2026-12-04 from the
+# descriptions below, before any model was tuned on them, and never changed to favour a model.
+DIFFICULTIES: dict[str, dict[str, float]] = {
+    "standard": {},  # the SynthConfig defaults
+    # more shared scene context: the action shows less in RGB, the scene more in flow, and more
+    # look-alike preparation/aftermath and unlabeled replays around the instances
+    "context": {"rgb_action": 0.35, "flow_scene": 0.45, "prep_prob": 0.8, "prep_strength": 0.8, "replay_prob": 0.25},
+    # weaker boundaries: more weak (far/occluded) instances, more noise, more cuts next to actions
+    "weak": {"weak_instance_prob": 0.35, "noise_rgb": 1.1, "noise_flow": 1.1, "spatial_noise": 1.1, "cut_near_action_prob": 0.6},
+}
+
+
+def difficulty_config(name: str, **fields) -> "SynthConfig":
+    """``SynthConfig`` of a named difficulty setting (``fields`` such as seed and feat_dim on top)."""
+    if name not in DIFFICULTIES:
+        raise ValueError(f"unknown stand-in difficulty {name!r}; one of {sorted(DIFFICULTIES)}")
+    return SynthConfig(**{**DIFFICULTIES[name], **fields})
+
+
 def _named(seed: int, name: str, dim: int) -> np.ndarray:
     """Unit vector determined by (seed, name) only: a class looks the same in every subset of classes."""
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])

@@ -53,7 +53,8 @@ def test_benchmark_end_to_end_json(small_lake, capsys):
     out = tmp / "bench.json"
     assert main(["benchmark", "--lake", lake, "--dataset", "th14-small", "--epochs", "30", "--json", str(out), *FAST]) == 0
     printed = capsys.readouterr().out
-    assert "STAR (all modules)" in printed and "STPN-style baseline" in printed and "peak RSS" in printed
+    assert "STAR (all modules) + self-training" in printed and "STPN-style baseline" in printed and "peak RSS" in printed
+    assert "STAR paper preset" in printed and "supervised upper bound" in printed and "of the supervised upper bound" in printed
     doc = json.loads(out.read_text())
     # main row in the `star evaluate` format at the top level
     assert list(doc["map"]) == ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7"]
@@ -66,6 +67,13 @@ def test_benchmark_end_to_end_json(small_lake, capsys):
     chance = _chance_map(Lake(lake), "th14-small")
     assert doc["avg_0.1_0.7"] > chance + 3.0, (doc["avg_0.1_0.7"], chance)
     assert doc["baseline"]["avg_0.1_0.7"] > chance + 3.0
+    # the references trained in the same command (issue 14)
+    assert doc["paper_preset"]["settings"] == {"preset": "paper"} and doc["paper_preset"]["train_s"] > 0
+    assert doc["upper_bound"]["avg_0.1_0.7"] > chance + 3.0
+    frac = doc["fraction_of_upper_bound"]
+    assert frac["avg_0.1_0.7"] == pytest.approx(doc["avg_0.1_0.7"] / doc["upper_bound"]["avg_0.1_0.7"])
+    assert [r["name"] for r in doc["additions"]] == ["STAR stage 1 only (same model, no self-training)"]
+    assert doc["config"]["refine.rounds"] == 1
 
 
 def test_benchmark_ablation_rows(small_lake):

@@ -114,6 +114,7 @@ OVERFIT = {
     "train.weight_decay": 0.0,
     "train.batch_size": 6,
     "train.epochs": 40,
+    "refine.rounds": 0,  # STAR's own localization (stage 1); the self-trained head: tests/star_core/test_refine.py
 }
 
 
