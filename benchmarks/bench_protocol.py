@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", default="standard,context,weak", help="difficulty settings (star_core.synth.DIFFICULTIES)")
     parser.add_argument("--seeds", default="0,1,2", help="stand-in and training seeds")
     parser.add_argument("--feat-dim", type=int, default=256, help="per-stream feature dimension of the stand-in (THUMOS'14 I3D: 1024)")
-    parser.add_argument("--paper-seeds", default=None, help="seeds that also train the paper preset (default: all)")
+    parser.add_argument("--paper-seeds", default=None, help="seeds that also train the paper preset (default: all; '' = none)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override of the main row")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--no-upper-bound", action="store_true")

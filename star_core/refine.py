@@ -244,13 +244,20 @@ def refined_detections(
 ) -> list[list[Detection]]:
     """Detections (seconds, by descending score) of each video from the head's segment probabilities.
 
-    Proposal thresholds, their space and the interval score come from ``cfg`` (``proposal_*``);
-    class gating, minimum length, NMS and the detection cap from ``localize``.
+    Proposal thresholds, their space, the interval score, the class-probability weight and the NMS
+    tIoU come from ``cfg``; class gating, minimum length and the detection cap from ``localize``.
 
     ``stage1_probs`` (B, C): the stage-1 video-level class probabilities, fused with the head's own
     top-k score with weight ``cfg.video_score_fusion``.
     """
-    localize = dataclasses.replace(localize, thresholds=tuple(cfg.proposal_thresholds), threshold_space=cfg.proposal_space, proposal_score=cfg.proposal_score)
+    localize = dataclasses.replace(
+        localize,
+        thresholds=tuple(cfg.proposal_thresholds),
+        threshold_space=cfg.proposal_space,
+        proposal_score=cfg.proposal_score,
+        class_score_weight=cfg.class_score_weight,
+        nms_tiou=cfg.nms_tiou,
+    )
     outs = head_outputs(head, videos, cfg)
     p_video = np.stack([o[1] for o in outs])  # (B, C)
     if stage1_probs is not None and cfg.video_score_fusion > 0:

@@ -76,7 +76,7 @@ class RefineConfig:
     kernel_size: int = 3  # temporal kernel (segments) of each conv layer
     layers: int = 1  # conv layers before the classifier
     dropout: float = 0.5  # drop probability on the input features and hidden channels
-    epochs: int = 20  # passes over the training videos per round (more on small sets: see min_steps)
+    epochs: int = 40  # passes over the training videos per round (more on small sets: see min_steps)
     min_steps: int = 300  # at least this many optimizer steps per round (a 60-video set gets 75 epochs, not 20)
     batch_size: int = 16  # videos per step
     lr: float = 1e-3  # Adam learning rate
@@ -92,6 +92,8 @@ class RefineConfig:
     proposal_thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # on the head's class probability (multi-scale)
     proposal_space: str = "linear"  # the head's probabilities are calibrated: threshold them as they are
     proposal_score: str = "contrast"  # "contrast" (outer-inner) | "mean", as localize.proposal_score
+    class_score_weight: float = 0.5  # detection score = interval score × p(class)^weight (localize.class_score_weight for the head)
+    nms_tiou: float = 0.4  # per-class NMS of the head's proposals (localize.nms_tiou for the head)
     seed: int = 0  # seeds initialisation and shuffling
 
     def __post_init__(self) -> None:

@@ -85,7 +85,7 @@ def test_self_training_localizes_and_survives_a_checkpoint():
     refined = avg_map(detector, loc)
     stage1 = avg_map(detector, replace(loc, use_refiner=False))
     print(f"held-out avg mAP 0.1:0.7: STAR {stage1:.1f}, refined {refined:.1f}")
-    assert refined >= stage1 + 3.0  # measured: STAR 40.5, refined 44.5
+    assert refined >= stage1 + 3.0  # measured: STAR 40.5, refined 45.4
 
     restored = StarDetector.from_checkpoint(detector.to_checkpoint())
     assert restored.refiner is not None and restored.refine_cfg == detector.refine_cfg
