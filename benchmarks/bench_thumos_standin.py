@@ -3,10 +3,16 @@
 Steps (each skipped when its output already exists, so a rerun only re-benchmarks):
 1. ``build_standin(<work>/standin, scale, seed)``: the stand-in in the W-TALC layout;
 2. ``import_wtalc`` into ``<work>/lake`` (a no-op when the same content is already there);
-3. ``run_benchmark``: STAR (configured modules and localizer), the STPN-style baseline, Table 1
-   (all module combinations) and Table 2 (localizers), THUMOS'14 protocol.
+3. ``run_benchmark``: STAR (the default recipe: stage 1 + self-training), its stage 1 alone, the
+   paper preset, the STPN-style baseline, the supervised upper bound, Table 1 (all module
+   combinations) and Table 2 (localizers), THUMOS'14 protocol.
 
-    python benchmarks/bench_thumos_standin.py --work /tmp/bench                 # full size, seed 0, paper config
+One setting and seed through the real lake path; the multi-seed, multi-setting tables of issue 14
+come from ``benchmarks/bench_protocol.py``.
+
+    python benchmarks/bench_thumos_standin.py --work /tmp/bench                 # full size, seed 0, the defaults
+    python benchmarks/bench_thumos_standin.py --difficulty context --seed 1     # another setting and seed
+    python benchmarks/bench_thumos_standin.py --preset paper --no-ablation      # the paper's literal STAR
     python benchmarks/bench_thumos_standin.py --epochs 8 --set train.lr=1e-3    # reduced budget, say so
     python benchmarks/bench_thumos_standin.py --scale small --epochs 30 --set train.lr=3e-3   # CI-sized smoke run
 
@@ -31,14 +37,14 @@ sys.path.insert(0, str(REPO))
 log = logging.getLogger("bench_thumos_standin")
 
 
-def ensure_data(work: Path, scale: str, seed: int, dataset: str) -> tuple[str, dict]:
+def ensure_data(work: Path, scale: str, seed: int, dataset: str, difficulty: str = "standard") -> tuple[str, dict]:
     """Stand-in files and lake dataset under ``work``; returns (lake URI, phase timings)."""
     from jobs.runtime import Progress
     from star_core.io import standin
     from star_core.io.importers import import_wtalc
 
     timings: dict[str, float] = {}
-    out = work / f"standin-{scale}-s{seed}"
+    out = work / (f"standin-{scale}-s{seed}" + ("" if difficulty == "standard" else f"-{difficulty}"))
     marker_path = out / standin.ANNOTATIONS_DIR / "synth.json"
     if not (marker_path.exists() and (out / standin.FEATURES_FILE).exists()):
         progress: Progress | None = None
@@ -49,7 +55,7 @@ def ensure_data(work: Path, scale: str, seed: int, dataset: str) -> tuple[str, d
             progress.update(done=1, segments=n)
 
         t0 = time.monotonic()
-        standin.build_standin(str(out), scale, seed, on_progress=on_progress)
+        standin.build_standin(str(out), scale, seed, on_progress=on_progress, difficulty=difficulty)
         timings["synth_s"] = time.monotonic() - t0
     marker = json.loads(marker_path.read_text())
     lake = str(work / "lake")
@@ -63,9 +69,9 @@ def ensure_data(work: Path, scale: str, seed: int, dataset: str) -> tuple[str, d
 def markdown(report, doc: dict, args: argparse.Namespace, timings: dict) -> str:
     """The issue report: tables, timings, memory, what was run."""
     lines = [
-        f"# STAR on the THUMOS'14 stand-in ({args.scale}, seed {args.seed})",
+        f"# STAR on the THUMOS'14 stand-in ({args.scale}, {args.difficulty}, seed {args.seed})",
         "",
-        f"Config overrides: `{' '.join(args.overrides) or '(none: paper defaults)'}`; epochs: {doc['config']['train.epochs']}.",
+        f"Preset: {args.preset or 'none (the default recipe)'}; config overrides: `{' '.join(args.overrides) or '(none)'}`; epochs: {doc['config']['train.epochs']}.",
         f"Data: {doc['dataset']['n_train']} training videos, {doc['dataset']['n_test']} test videos "
         f"(excluded: {', '.join(doc['protocol']['exclude_videos'])}; Ambiguous segments ignored).",
         "",
@@ -94,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="./bench-standin", help="work folder (stand-in files, lake, reports)")
     parser.add_argument("--scale", choices=("small", "full"), default="full")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--difficulty", default="standard", help="stand-in difficulty setting (star_core.synth.DIFFICULTIES); several seeds and settings: bench_protocol.py")
+    parser.add_argument("--preset", default=None, help="named settings of the main row (paper)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of every model (default: train.epochs of the config)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     parser.add_argument("--config", default=None, help="YAML/JSON config file")
@@ -117,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    dataset = f"th14-standin-{args.scale}-s{args.seed}"
-    lake, timings = ensure_data(work, args.scale, args.seed, dataset)
+    dataset = f"th14-standin-{args.scale}-s{args.seed}" + ("" if args.difficulty == "standard" else f"-{args.difficulty}")
+    lake, timings = ensure_data(work, args.scale, args.seed, dataset, args.difficulty)
     overrides = list(args.overrides) + ([f"train.epochs={args.epochs}"] if args.epochs else [])
-    cfg = BenchmarkConfig(lake_uri=lake, dataset=dataset, star=load_config(args.config, overrides), ablation=not args.no_ablation, workers=args.workers)
+    cfg = BenchmarkConfig(lake_uri=lake, dataset=dataset, star=load_config(args.config, overrides, preset=args.preset), ablation=not args.no_ablation, workers=args.workers)
     t1 = time.monotonic()
     report = run_benchmark(cfg)
     timings["benchmark_s"] = time.monotonic() - t1
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_children_s": round(sum(getattr(resource.getrusage(resource.RUSAGE_CHILDREN), f) for f in ("ru_utime", "ru_stime")), 1),
     }
     doc["overrides"] = overrides
-    tag = args.tag or f"{args.scale}-s{args.seed}-e{cfg.star.train.epochs}"
+    tag = args.tag or f"{args.scale}-{args.difficulty}-s{args.seed}-e{cfg.star.train.epochs}"
     (work / f"report-{tag}.json").write_text(json.dumps(doc, indent=2, default=float))
     (work / f"report-{tag}.md").write_text(markdown(report, doc, argparse.Namespace(**{**vars(args), "overrides": overrides}), timings))
     print(report.tables())
