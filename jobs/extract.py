@@ -11,7 +11,7 @@
 Ray Core tasks and actors rather than Ray Data: the job needs per-video failure records, a
 CPU->GPU hand-off by reference (the driver never fetches frames), deterministic shard names
 and app-level resume, none of which Ray Data's ``write_parquet`` (random names, append) or
-``max_errored_blocks`` (drops whole blocks) gives (docs/STACK_NOTES.md).
+``max_errored_blocks`` (drops whole blocks) gives (docs/stack_notes.md).
 
 Failure semantics:
 

@@ -1,7 +1,7 @@
 """Snippet-level refinement by pseudo-label self-training (beyond the paper; RefineLoc, TSCN, ASM-Loc, FuSTAL).
 
 STAR localizes through its attention and ST-GradCAM. Those maps are good at *where* a class is most
-visible and poor at *how far* it extends (attention collapse, STAR_NOTES pitfalls). The field's
+visible and poor at *how far* it extends (attention collapse, docs/model.md "Pitfalls"). The field's
 strongest lever after STAR is to let a weak model label the training snippets and train a
 snippet-level model on those labels:
 

@@ -1,6 +1,6 @@
 """Typed configs of the STAR network and its losses (paper Sec. 3.1 and 3.3).
 
-Every open point of the paper (see docs/model.md and STAR_NOTES.md) is a named field here.
+Every open point of the paper (see docs/model.md, "Open points" and "Pitfalls") is a named field here.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class ModelConfig:
     max_steps: int = 4  # decoding steps at inference (plus EOS); training uses the label count + 1
     coverage_start: str = "learned"  # centroid used at t=1 (no α_0): "learned" scalar | "neutral" (gate open, COV=1) (open point 2)
     coverage_shared_w: bool = False  # True: Eq. 6 reuses W_α h_{t-1} of Eq. 7 literally; False: own projection W_cov
-    energy_temperature: float = 1.0  # α = σ(ê / τ); 1 = paper (beyond-paper option, STAR_NOTES pitfalls)
+    energy_temperature: float = 1.0  # α = σ(ê / τ); 1 = paper (beyond-paper option, docs/model.md "Pitfalls")
     feature_norm: str = "none"  # "none" (paper: raw features) | "standardize" (per-dim running mean/std of training segments; beyond paper)
     ram_init_scale: float = 0.05  # initial W_r in Eq. 8 (RAM_t = W_r Σσ(ê) + b_r)
 
