@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -24,6 +25,30 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def _is_pytest_handler(handler: logging.Handler) -> bool:
+    return type(handler).__module__.startswith("_pytest")  # pytest adds and removes its own around each phase
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored():
+    """Each test leaves the root logger's handlers and level as it found them.
+
+    Prefect configures logging on its first import in a process: with only pytest's handlers on the
+    root logger it puts its console handler there, writing to the ``sys.stderr`` of that moment. In
+    a test (``star run-flow`` under ``capsys``) that stream is closed after the test, and every later
+    warning in the session would print ``--- Logging error ---`` and a traceback to stderr.
+    """
+    root = logging.getLogger()
+    before, level = [h for h in root.handlers if not _is_pytest_handler(h)], root.level
+    yield
+    for handler in [h for h in root.handlers if not _is_pytest_handler(h) and h not in before]:
+        root.removeHandler(handler)
+    for handler in before:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ runs on CPU in seconds. Every run is compared with the single-process extractor.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -173,10 +174,33 @@ def test_a_killed_run_started_again_does_only_what_is_missing(archive, reference
     _assert_matches_reference(lake, reference, list(DURATIONS_S))
 
 
-def test_bad_configs_and_inputs_are_clear_errors(tmp_path):
+def test_a_missing_input_is_a_failed_input_and_the_batch_goes_on(archive, reference, ray_address, tmp_path):
+    """A missing file among good inputs: its manifest row says why, the good video is extracted."""
+    missing, good = str(tmp_path / "none.mp4"), str(archive["local"] / "clip_c.mp4")
+    lake = Lake(str(tmp_path / "lake"))
+    result = extract(_config(archive, lake.uri, ray_address, inputs=[missing, good], run_id="missing"))
+    assert (result.done, result.failed, result.skipped) == (1, 1, 0)
+    rows = {r["input"]: r for r in tables.read_manifest(lake, "extract", "missing").to_pylist()}
+    assert rows[missing]["status"] == "failed"
+    assert rows[missing]["reason"].startswith("MissingInputError: input") and "does not exist" in rows[missing]["reason"]
+    assert result.failures == [{"input": missing, "reason": rows[missing]["reason"]}]
+    assert [r["status"] for u, r in rows.items() if u != missing] == ["done"]
+    _assert_matches_reference(lake, reference, ["clip_c"])
+
+
+def test_bad_configs_are_clear_errors_and_missing_inputs_are_recorded(tmp_path):
     with pytest.raises(ValueError, match="invalid shard_videos=0"):
         ExtractJobConfig(inputs="x", shard_videos=0)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        extract(ExtractJobConfig(inputs=str(tmp_path / "none.mp4"), lake_uri=str(tmp_path / "lake"), features=FEATURES))
-    out = subprocess.run([sys.executable, "-m", "jobs.extract", str(tmp_path / "none"), "--lake", str(tmp_path / "lake")], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "jobs.extract: error: input" in out.stderr and "does not exist" in out.stderr
+    lake = str(tmp_path / "lake")
+    cmd = [sys.executable, "-m", "jobs.extract", "x", "--lake", lake, "--shard-videos", "0"]
+    bad = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("jobs.extract: error: ") and "invalid shard_videos=0" in bad.stderr
+    # only missing inputs: the run records them (no Ray needed); --fail-on-error turns that into exit 1
+    cmd = [sys.executable, "-m", "jobs.extract", str(tmp_path / "none"), "--lake", lake, "--run-id", "gone", "--fail-on-error"]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr[-2000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (summary["done"], summary["failed"]) == (0, 1)
+    assert summary["failures"][0]["input"] == str(tmp_path / "none") and "does not exist" in summary["failures"][0]["reason"]
+    rows = tables.read_manifest(Lake(lake), "extract", "gone").to_pylist()
+    assert [(r["input"], r["status"], r["reason"]) for r in rows] == [(str(tmp_path / "none"), "failed", summary["failures"][0]["reason"])]
