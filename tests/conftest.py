@@ -75,7 +75,7 @@ def s3(services_dir):
     for bucket in ("star", "mlflow-artifacts"):
         client.create_bucket(Bucket=bucket)
     yield endpoint
-    server.stop()
+    services.stop_moto()  # the server now serving (a chaos test may have restarted it)
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)

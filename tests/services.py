@@ -80,10 +80,36 @@ def start_moto(workdir: Path) -> tuple[object, str]:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    global _MOTO
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
     server.start()
+    _MOTO = server
     host, port = server.get_host_and_port()
     return server, f"http://{host}:{port}"
+
+
+_MOTO = None  # the moto server now serving (restart_moto replaces it)
+
+
+def restart_moto(down_s: float) -> None:
+    """Stop the moto server, keep it down ``down_s`` seconds, start it again on the same port.
+
+    Like an S3 service restart: stored buckets and objects survive (moto keeps them in this process's
+    backends), connections in flight are cut and requests in the gap are refused."""
+    global _MOTO
+    from moto.server import ThreadedMotoServer
+
+    host, port = _MOTO.get_host_and_port()
+    _MOTO.stop()
+    time.sleep(down_s)
+    _MOTO = ThreadedMotoServer(ip_address=host, port=port)
+    _MOTO.start()
+    wait_http(f"http://{host}:{port}/moto-api/", 30)
+
+
+def stop_moto() -> None:
+    if _MOTO is not None:
+        _MOTO.stop()
 
 
 _RAY_HEAD: Service | None = None  # the head this process started (stop_ray stops only it)

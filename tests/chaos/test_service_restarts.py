@@ -1,0 +1,64 @@
+"""Chaos: the services a job talks to restarted in the middle of it (moto S3), on tiny data.
+
+Each test asserts that the job finishes or fails with a clear message, that a rerun completes,
+that no row is duplicated or lost (counted against the inputs) and that the manifests tell the
+truth. The outcomes are tabled in docs/operations.md ("Faults").
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests import services
+from tests.chaos.test_worker_kills import REPO, VIDEOS, videos_dir  # noqa: F401 - the module-scoped videos fixture
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def test_s3_server_restarted_mid_extraction(videos_dir, s3_lake_uri, ray_address, tmp_path):  # noqa: F811
+    from star_core.io import tables
+    from star_core.io.lake import Lake
+
+    def command(run_id: str) -> list[str]:
+        return [
+            sys.executable, "-m", "jobs.extract", str(videos_dir), "--lake", s3_lake_uri, "--run-id", run_id, "--shard-videos", "1",
+            "--prepare-in-flight", "1", "--set", "features.flow=farneback", "--set", "features.resize_short_side=64", "--set", "features.crop_size=64",
+        ]
+
+    env = {**os.environ, "RAY_ADDRESS": ray_address}
+    log_path = tmp_path / "extract.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command("s3-restart"), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        text = lambda: log_path.read_text(errors="replace")  # noqa: E731
+        deadline = time.monotonic() + 300
+        while "videos: 1 done" not in text() and "videos: 2 done" not in text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, f"extract ended before the restart could land\n{text()[-3000:]}"
+        at_restart = text()
+        services.restart_moto(down_s=3.0)
+        rc = proc.wait(timeout=600)
+    out = text()
+    lake = Lake(s3_lake_uri)
+    fs = tables.list_feature_sets(lake)
+    ids = tables.feature_index(lake, fs[0]).column("video_id").to_pylist() if fs else []
+    assert len(ids) == len(set(ids)), f"a video stored twice: {sorted(ids)}"
+    rows = tables.read_manifest(lake, "extract", "s3-restart").to_pylist()
+    status = {r["input"].rsplit("/", 1)[-1][: -len(".mp4")]: r["status"] for r in rows}
+    # S3 down 3 s: the clients' retries (botocore, s3fs) cover the gap and the job finishes.
+    assert rc == 0, f"extract exited {rc} after the S3 server restart\n{out[-4000:]}"
+    assert sorted(ids) == sorted(VIDEOS) and status == dict.fromkeys(VIDEOS, "done"), (ids, rows, out[-3000:])
+
+    # The rerun completes: every video exactly once.
+    again = subprocess.run(command("s3-rerun"), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    fs = tables.list_feature_sets(lake)
+    ids = tables.feature_index(lake, fs[0]).column("video_id").to_pylist()
+    assert sorted(ids) == sorted(VIDEOS), f"each video exactly once after the rerun: {sorted(ids)}"
+    rerun = {r["input"].rsplit("/", 1)[-1][: -len(".mp4")]: r["status"] for r in tables.read_manifest(lake, "extract", "s3-rerun").to_pylist()}
+    assert rerun == dict.fromkeys(VIDEOS, "skipped"), rerun  # nothing extracted twice
+    assert "videos: 1 done" in at_restart or "videos: 2 done" in at_restart  # the restart landed with videos to go
