@@ -181,8 +181,42 @@ def start_mlflow(workdir: Path, s3_endpoint: str, bucket: str = "mlflow-artifact
         "--backend-store-uri", f"sqlite:///{workdir / 'mlflow-server.db'}", "--artifacts-destination", f"s3://{bucket}",
     ]
     env = {"MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
+    global _MLFLOW
     # 300 s: on a loaded shared 2-core box the server took > 120 s to answer /health (measured).
-    return start_process("mlflow", cmd, workdir, f"http://127.0.0.1:{port}/health", 300, env)
+    _MLFLOW = start_process("mlflow", cmd, workdir, f"http://127.0.0.1:{port}/health", 300, env)
+    _MLFLOW.restart_args = (cmd, workdir, env)  # type: ignore[attr-defined]
+    return _MLFLOW
+
+
+_MLFLOW: Service | None = None  # the MLflow server of this session (restart_mlflow swaps its process)
+
+
+def restart_mlflow(down_s: float, timeout_s: float = 300) -> float:
+    """Stop the MLflow server (SIGTERM to its process group: the CLI and its uvicorn), keep it down
+    ``down_s`` seconds, start it again with the same command: same port, SQLite backend store and
+    artifact root. Returns the seconds it was unreachable (down_s plus its start-up).
+
+    The session fixture's Service now holds the new process (its teardown stops that one)."""
+    cmd, workdir, env = _MLFLOW.restart_args  # type: ignore[union-attr]
+    t0 = time.monotonic()
+    try:
+        os.killpg(_MLFLOW.proc.pid, 15)
+        _MLFLOW.proc.wait(timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        os.killpg(_MLFLOW.proc.pid, 9)
+    port = int(_MLFLOW.url.rsplit(":", 1)[1].split("/")[0])
+    while time.monotonic() - t0 < 30:  # the uvicorn child may outlive the CLI by a moment
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                break
+        time.sleep(0.2)
+    time.sleep(down_s)
+    with open(_MLFLOW.log, "ab") as fh:
+        fh.write(b"\n--- restarted by tests.services.restart_mlflow ---\n")
+        fh.flush()
+        _MLFLOW.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=workdir, env={**os.environ, **env}, start_new_session=True)
+    wait_http(_MLFLOW.url, timeout_s, _MLFLOW.proc, _MLFLOW.log)
+    return time.monotonic() - t0
 
 
 def start_prefect(workdir: Path) -> Service:
