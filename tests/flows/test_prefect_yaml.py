@@ -76,6 +76,43 @@ def test_cron_is_valid():
 
 
 def test_importing_flows_does_not_import_torch_ray_or_mlflow():
-    code = "import sys, flows.star_flow, flows.tasks, flows.report; bad = [m for m in ('torch', 'ray', 'mlflow') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    code = "import sys, flows.star_flow, flows.tasks, flows.report, flows.zombie_runs; bad = [m for m in ('torch', 'ray', 'mlflow') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_deployment_sends_heartbeats_for_the_zombie_automation(deployments):
+    # The flow-run process reads PREFECT_FLOWS_HEARTBEAT_FREQUENCY from the job's env; Prefect 3.9.1 rejects < 30.
+    from prefect.settings import Settings
+
+    from flows.zombie_runs import HEARTBEAT_FREQUENCY_S
+
+    for d in deployments.values():
+        env = d["work_pool"]["job_variables"]["env"]
+        assert env == {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_FREQUENCY_S)}, d["name"]
+        settings = Settings(flows={"heartbeat_frequency": env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]})
+        assert settings.flows.heartbeat_frequency == HEARTBEAT_FREQUENCY_S
+
+
+def test_zombie_automation_crashes_runs_whose_heartbeats_stop():
+    from datetime import timedelta
+
+    from flows.zombie_runs import DEFAULT_WITHIN_S, PREFECT_DEFAULT_HEARTBEAT_S, ZombieRule, zombie_automation
+
+    a = zombie_automation(ZombieRule())
+    t = a.trigger
+    assert t.posture == "Proactive" and t.threshold == 1 and t.for_each == {"prefect.resource.id"}
+    assert t.after == {"prefect.flow-run.heartbeat"}
+    assert t.expect == {"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in ("Completed", "Failed", "Cancelled", "Crashed"))}
+    assert t.within == timedelta(seconds=DEFAULT_WITHIN_S) and DEFAULT_WITHIN_S > PREFECT_DEFAULT_HEARTBEAT_S
+    (action,) = a.actions
+    assert action.type == "change-flow-run-state" and action.state.value == "CRASHED"
+
+
+def test_zombie_window_shorter_than_two_heartbeats_is_refused():
+    from flows.zombie_runs import ZombieRule, main
+
+    with pytest.raises(ValueError, match="within_s=59: the window must span at least two heartbeat intervals"):
+        ZombieRule(within_s=59)
+    with pytest.raises(SystemExit):
+        main(["--within-s", "30"])
