@@ -21,6 +21,7 @@ it (every frame is covered; the segment's end time is clipped to the video's dur
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 import logging
 import math
 import threading
@@ -54,7 +55,7 @@ def count_segments(n_frames: int, segment_frames: int, tail_policy: str) -> int:
 
 
 @dataclass
-class _Frames:
+class _Frames(ABC):
     """What both CPU-stage outputs share: settings they were made with and the segment bookkeeping."""
 
     source_uri: str
@@ -66,8 +67,9 @@ class _Frames:
     duration_s: float  # true duration of the video (end of its last frame)
 
     @property
+    @abstractmethod
     def n_frames(self) -> int:
-        raise NotImplementedError
+        """Frames held by this output (each subclass counts its own arrays)."""
 
     @property
     def n_segments(self) -> int:
