@@ -47,19 +47,18 @@ from star_core.data import Detection, VideoFeatures, VideoLabels
 from star_core.detector import pad_batch
 from star_core.localize import Proposal, nms_per_class, normalise_score, proposals_from_score, score_interval
 from star_core.model.config import LocalizeConfig, RefineConfig
+from star_core.model.star import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
-IGNORE = -100
+IGNORE = IGNORE_INDEX  # ignored segment target (the same sentinel as STAR's step targets)
 
 
 class SegmentHead(nn.Module):
-    """Temporal conv net over concatenated RGB+flow segment features: (B, N, 2D) -> (B, N, C+1) logits."""
+    """Temporal conv net over concatenated RGB+flow segment features: (B, N, 2D) -> (B, N, C+1) logits; index C is background."""
 
     def __init__(self, *, feat_dim: int, num_classes: int, cfg: RefineConfig):
         super().__init__()
-        self.num_classes = num_classes
-        self.background = num_classes  # index of the background class
         layers: list[nn.Module] = [nn.Dropout(cfg.dropout)]
         width = 2 * feat_dim
         for _ in range(cfg.layers):
