@@ -237,7 +237,9 @@ class StarDetector(nn.Module):
             out[b, lab[b, t]] = max(out[b, lab[b, t]], probs[b, t])
         return out
 
-    def known_class_maps(self, videos: Sequence[VideoFeatures], labels: Sequence[Sequence[str]], cfg: LocalizeConfig | None = None) -> list[dict[int, np.ndarray]]:
+    def known_class_maps(
+        self, videos: Sequence[VideoFeatures], labels: Sequence[Sequence[str]], cfg: LocalizeConfig | None = None
+    ) -> list[dict[int, np.ndarray]]:
         """Score map (N,) of each *given* class of each video (teacher-forced; per-stream maps averaged).
 
         The input of pseudo-labelling (``star_core.refine``): the classes are the video's known
@@ -268,7 +270,9 @@ class StarDetector(nn.Module):
             n = v.n_segments
             maps = {}
             for t, c in enumerate(seq):
-                per_stream = score_maps(cfg.localizer, cfg.fusion_lambda, a[0][b, t, :n], a[1][b, t, :n], xi[0][b, t, :n], xi[1][b, t, :n], cfg.attention_scale)
+                per_stream = score_maps(
+                    cfg.localizer, cfg.fusion_lambda, a[0][b, t, :n], a[1][b, t, :n], xi[0][b, t, :n], xi[1][b, t, :n], cfg.attention_scale
+                )
                 maps[c] = np.mean(per_stream, axis=0)
             out.append(maps)
         return out

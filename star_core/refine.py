@@ -185,7 +185,8 @@ def fit_head(
                 tgt[row, : len(targets[i])] = torch.from_numpy(targets[i])
             logits = head(feats, mask)  # (B, N, C+1)
             seg = _balanced_ce(logits, tgt.to(device), num_classes)
-            mil = F.binary_cross_entropy_with_logits(topk_scores(logits, mask, cfg.topk_fraction), torch.from_numpy(video_labels[batch]).to(device))
+            video_logits = topk_scores(logits, mask, cfg.topk_fraction)  # (B, C)
+            mil = F.binary_cross_entropy_with_logits(video_logits, torch.from_numpy(video_labels[batch]).to(device))
             total = seg + cfg.mil_weight * mil
             opt.zero_grad(set_to_none=True)
             total.backward()
@@ -220,7 +221,9 @@ def _balanced_ce(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -
 
 
 @torch.no_grad()
-def head_outputs(head: SegmentHead, videos: Sequence[VideoFeatures], cfg: RefineConfig, batch: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
+def head_outputs(
+    head: SegmentHead, videos: Sequence[VideoFeatures], cfg: RefineConfig, batch: int = 8
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per video: segment probabilities (N, C+1) (softmax) and video-level class probabilities (C,) (sigmoid of top-k)."""
     head.eval()
     device = next(head.parameters()).device
@@ -274,7 +277,10 @@ def refined_detections(
                 props.append(Proposal(int(c), s, e, score_interval(m, s, e, localize.proposal_score) * weight))
         kept = nms_per_class(props, localize.nms_tiou, localize.max_detections_per_video)
         starts_s, ends_s = v.segment_bounds_s()
-        results.append([Detection(v.video_id, classes[p.class_idx], float(starts_s[p.start_idx]), float(ends_s[p.end_idx]), float(p.score)) for p in kept])
+        results.append([
+            Detection(v.video_id, classes[p.class_idx], float(starts_s[p.start_idx]), float(ends_s[p.end_idx]), float(p.score))
+            for p in kept
+        ])
     return results
 
 

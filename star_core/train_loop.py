@@ -255,7 +255,8 @@ def refine_detector(detector: StarDetector, pairs: Sequence[tuple[VideoFeatures,
         done = round_idx * epochs + epoch + 1
         if done == total or done % max(1, total // 5) == 0:
             rate = done / max(time.monotonic() - t0, 1e-9)
-            log.info("refine round %d/%d epoch %d/%d  loss %.4f  (ETA %.0f s)", round_idx + 1, cfg.rounds, epoch + 1, epochs, metrics["total"], (total - done) / rate)
+            eta_s = (total - done) / rate
+            log.info("refine round %d/%d epoch %d/%d  loss %.4f  (ETA %.0f s)", round_idx + 1, cfg.rounds, epoch + 1, epochs, metrics["total"], eta_s)
 
     was_training = detector.training
     detector.eval()
