@@ -186,7 +186,7 @@ class DecodeOnly:
     def __call__(self, batch):
         import pyarrow as pa
 
-        from jobs.detect import _row_streams, row_to_video
+        from jobs.detect.running import _row_streams, row_to_video
 
         streams = {s: _row_streams(batch, s) for s in ("rgb", "flow")}
         n = [row_to_video(batch, i, streams).n_segments for i in range(batch.num_rows)]
@@ -197,7 +197,7 @@ def io_only_pass(lake_uri: str, actors: int, cpus_per_actor: float, batch_size: 
     """Read and decode every feature row through the job's Ray Data read path, no model."""
     import ray.data
 
-    from jobs.detect import READ_COLUMNS, _keep_rows
+    from jobs.detect.running import READ_COLUMNS, _keep_rows
     from star_core.io import fs as fsmod
     from star_core.io import tables
     from star_core.io.lake import Lake

@@ -160,7 +160,7 @@ class _Run:
         self.shard: list[tuple[VideoFeatures, dict]] = []  # extracted, not yet written
         self.shard_started = time.monotonic()
         self.last_manifest = 0.0
-        self.result = JobResult(run_id=run_id, feature_set=feature_set, manifest=lake._display(lake.manifest_path(JOB, run_id)))
+        self.result = JobResult(run_id=run_id, feature_set=feature_set, manifest=lake.uri_of(lake.manifest_path(JOB, run_id)))
 
     def record(self, uri: str, status: str, reason: str | None = None, duration_s: float | None = None, n_segments: int | None = None, output: str | None = None) -> None:
         self.rows.append(tables.manifest_row(JOB, self.run_id, uri, status, reason, duration_s, n_segments, output))
@@ -180,7 +180,7 @@ class _Run:
         """Write the open shard (if any), then its done rows to the manifest."""
         if self.shard:
             path = tables.write_features(self.lake, self.feature_set, [f for f, _ in self.shard])
-            url = self.lake._display(path)
+            url = self.lake.uri_of(path)
             self.result.outputs.append(url)
             for feats, info in self.shard:
                 self.record(info["uri"], "done", None, info["duration_s"], feats.n_segments, url)

@@ -190,7 +190,7 @@ def _name_bad_file(lake: Lake, message: str) -> str:
     if not found:
         return message
     path = found.group(1)
-    uri = lake._display(path if path.startswith(lake.root) else f"{lake.root}/{path.lstrip('/')}")
+    uri = lake.uri_of(path if path.startswith(lake.root) else f"{lake.root}/{path.lstrip('/')}")
     return f"lake file {uri} is not a readable Parquet file{lake.quarantine_hint()} ({message})"
 
 

@@ -75,6 +75,10 @@ class Lake:
         """Full URI (with protocol) of a lake-relative location."""
         return fsmod.full_url(self.fs, self.path(*parts))
 
+    def uri_of(self, path: str) -> str:
+        """The URI (with protocol, as users write it) of a filesystem path of this lake (from :meth:`path`)."""
+        return fsmod.full_url(self.fs, path)
+
     def features_dir(self, feature_set: str) -> str:
         return self.path("features", check_name("feature set", feature_set))
 
@@ -124,7 +128,7 @@ class Lake:
         visible only when complete.
         """
         if _is_hidden(path.rsplit("/", 1)[-1]):
-            raise ValueError(f"{self._display(path)}: lake file names may not start with '_tmp-' or '.'")
+            raise ValueError(f"{self.uri_of(path)}: lake file names may not start with '_tmp-' or '.'")
         parent = path.rsplit("/", 1)[0]
         if not self.is_local:
             self.fs.pipe_file(path, bytes(data))
@@ -172,10 +176,10 @@ class Lake:
             try:
                 pf = pq.ParquetFile(fh)
             except pa.ArrowInvalid as exc:
-                raise SchemaError(f"{self._display(path)}: not a readable Parquet file ({exc}){self.quarantine_hint()}") from None
+                raise SchemaError(f"{self.uri_of(path)}: not a readable Parquet file ({exc}){self.quarantine_hint()}") from None
             if schema is not None:
                 try:
-                    check_schema(pf.schema_arrow, schema, where=self._display(path))
+                    check_schema(pf.schema_arrow, schema, where=self.uri_of(path))
                 except SchemaError as exc:
                     # A file of another table (junk copied in) blocks readers like a damaged one; a file
                     # of the same table at another schema version is not damage, so no quarantine advice.
@@ -187,7 +191,7 @@ class Lake:
             except (FileNotFoundError, PermissionError):
                 raise
             except (pa.ArrowInvalid, OSError) as exc:  # pyarrow raises OSError for a damaged page header
-                raise SchemaError(f"{self._display(path)}: cannot read its Parquet data ({exc}){self.quarantine_hint()}") from None
+                raise SchemaError(f"{self.uri_of(path)}: cannot read its Parquet data ({exc}){self.quarantine_hint()}") from None
 
     def quarantine_hint(self) -> str:
         """Advice appended to the error of a reader that met an unreadable lake file."""
@@ -204,9 +208,6 @@ class Lake:
         if self.fs.exists(path):
             self.fs.rm(path, recursive=True)
 
-    def _display(self, path: str) -> str:
-        """The URI of ``path`` as users write it (for error messages)."""
-        return fsmod.full_url(self.fs, path)
 
 
 def _is_hidden(relative: str) -> bool:

@@ -199,7 +199,7 @@ def quarantine(lake: Lake, problems: tuple[Problem, ...] | list[Problem]) -> lis
             try:
                 if lake.exists(src):
                     _move(lake, src, dst)
-                moved[unit] = lake._display(dst)
+                moved[unit] = lake.uri_of(dst)
             except OSError as exc:
                 out.append(replace(p, reason=f"{p.reason}; could not quarantine it: {exc}"))
                 continue

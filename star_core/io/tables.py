@@ -155,7 +155,7 @@ def read_features(lake: Lake, feature_set: str, video_ids: Iterable[str] | None 
     for path, ids in by_path.items():
         table = lake.read_table(path, schemas.FEATURES)
         table = table.filter(pc.is_in(table.column("video_id"), pa.array(sorted(ids))))
-        yield from table_to_features(table, where=lake._display(path))
+        yield from table_to_features(table, where=lake.uri_of(path))
 
 
 def list_feature_sets(lake: Lake) -> list[str]:
@@ -326,7 +326,7 @@ def read_manifest(lake: Lake, job: str, run_id: str) -> pa.Table:
     """
     path = lake.manifest_path(job, run_id)
     if not lake.exists(path):
-        raise FileNotFoundError(f"no manifest for {job} run {run_id!r} at {lake._display(path)}")
+        raise FileNotFoundError(f"no manifest for {job} run {run_id!r} at {lake.uri_of(path)}")
     return lake.read_table(path, schemas.MANIFEST)
 
 

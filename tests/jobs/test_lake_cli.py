@@ -35,10 +35,10 @@ def test_readers_name_the_bad_file_and_the_repair(broken_lake, capsys):
     lake, bad = broken_lake
     assert star(["datasets", "--lake", lake.uri]) == 2
     err = capsys.readouterr().err
-    assert lake._display(bad) in err and f"star lake check --lake {lake.uri} --quarantine" in err
+    assert lake.uri_of(bad) in err and f"star lake check --lake {lake.uri} --quarantine" in err
     assert star(["query", "SELECT count(*) AS n FROM features", "--lake", lake.uri]) == 2
     err = capsys.readouterr().err
-    assert f"lake file {lake._display(bad)} is not a readable Parquet file" in err and "--quarantine" in err
+    assert f"lake file {lake.uri_of(bad)} is not a readable Parquet file" in err and "--quarantine" in err
 
 
 def test_check_reports_then_quarantine_unblocks_the_lake(broken_lake, capsys):
@@ -46,14 +46,14 @@ def test_check_reports_then_quarantine_unblocks_the_lake(broken_lake, capsys):
     rel = bad[len(lake.root) + 1:]
     assert star(["lake", "check", "--lake", lake.uri]) == 1
     out = capsys.readouterr().out
-    assert f"unreadable: {lake._display(bad)}: not a readable Parquet file" in out
+    assert f"unreadable: {lake.uri_of(bad)}: not a readable Parquet file" in out
     assert "checked 4 files, 1 bad" in out
     assert lake.exists(bad)  # a check alone moves nothing
 
     assert star(["lake", "check", "--lake", lake.uri, "--quarantine", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     (problem,) = report["problems"]
-    assert problem["relative"] == rel and problem["moved_to"] == lake._display(lake.path("quarantine", rel))
+    assert problem["relative"] == rel and problem["moved_to"] == lake.uri_of(lake.path("quarantine", rel))
     assert not lake.exists(bad) and lake.exists(lake.path("quarantine", rel))
 
     assert star(["lake", "check", "--lake", lake.uri]) == 0

@@ -40,15 +40,15 @@ def test_a_truncated_feature_file_is_found_quarantined_and_readers_go_on(lake):
     original = _truncate(lake, bad)
     with pytest.raises(SchemaError, match=r"not a readable Parquet file.*star lake check --lake .* --quarantine") as info:
         tables.feature_index(lake, "fs")
-    assert lake._display(bad) in str(info.value)
+    assert lake.uri_of(bad) in str(info.value)
 
     (problem,) = lake_check.check_lake(lake).problems
     rel = bad[len(lake.root) + 1:]
-    assert (problem.kind, problem.relative, problem.uri) == (lake_check.UNREADABLE, rel, lake._display(bad))
+    assert (problem.kind, problem.relative, problem.uri) == (lake_check.UNREADABLE, rel, lake.uri_of(bad))
     assert "not a readable Parquet file" in problem.reason
 
     (moved,) = lake_check.quarantine(lake, [problem])
-    assert moved.moved_to == lake._display(lake.path("quarantine", rel))
+    assert moved.moved_to == lake.uri_of(lake.path("quarantine", rel))
     assert not lake.exists(bad)
     assert lake.read_bytes(lake.path("quarantine", rel)) == original[: len(original) // 2]  # moved, not rewritten
     assert tables.feature_index(lake, "fs").column("video_id").to_pylist() == ["v0"]
@@ -94,7 +94,7 @@ def test_a_bad_dataset_version_is_quarantined_whole_and_the_previous_version_rem
     with pytest.raises(SchemaError, match="star lake check"):
         tables.load_dataset(lake, "toy")
     problems = lake_check.quarantine(lake, lake_check.check_lake(lake).problems)
-    assert [p.moved_to for p in problems] == [lake._display(lake.path("quarantine", "labels", "toy", "v0002"))], problems
+    assert [p.moved_to for p in problems] == [lake.uri_of(lake.path("quarantine", "labels", "toy", "v0002"))], problems
     assert lake.exists(lake.path("quarantine", "labels", "toy", "v0002", "dataset.json"))
     assert tables.dataset_versions(lake, "toy") == [1]
     assert [v.video_id for v in tables.load_dataset(lake, "toy").videos] == ["v0"]
