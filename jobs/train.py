@@ -292,7 +292,7 @@ def _finish(cfg: TrainJobConfig, lake: Lake, result, state: dict, state_path: st
     import torch
 
     from jobs import tracking
-    from jobs.train_worker import META_FILE, TRAINER_FILE, newest_complete_checkpoint, read_checkpoint
+    from jobs.train_checkpoints import META_FILE, TRAINER_FILE, newest_complete_checkpoint, read_checkpoint
     from star_core.detector import StarDetector
 
     newest = newest_complete_checkpoint(lake, run_name)  # Ray's result.checkpoint can lag behind (see train_worker)

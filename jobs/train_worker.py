@@ -4,116 +4,31 @@ Each worker rebuilds the typed config from the dict it receives, reads ITS shard
 training videos from the lake (rank r takes videos r, r+W, r+2W, ... of the sorted list, padded
 by wrapping around so every worker runs the same number of steps: DDP needs that), builds a
 :class:`star_core.train_loop.Trainer` with ``wrap_module=ray.train.torch.prepare_model`` (DDP
-when there is more than one worker) and runs the remaining epochs.
+when there is more than one worker), resumes from the run's newest complete checkpoint
+(:mod:`jobs.train_checkpoints`) and runs the remaining epochs.
 
-Rank 0 alone: checkpoints (``trainer.pt`` = ``Trainer.state_dict()``, ``meta.json`` = epoch,
-metric history, last evaluation, the size of ``trainer.pt``) every ``train.checkpoint_every_epochs``
-epochs, or with 0 (the default) at most once per ``train.checkpoint_min_interval_s``, and always
-after the last epoch; MLflow metrics and plots, evaluation on the test split (every K epochs and
-at the end), progress lines. All workers call ``ray.train.report`` at each checkpoint only: a report
-waits for the controller's next poll (~2 s), far longer than a small epoch.
-
-Resume: every worker starts from the newest COMPLETE checkpoint in the run's directory on the lake
-(:func:`newest_complete_checkpoint`), not from Ray's own record: a worker killed right after
-``report`` leaves a checkpoint the controller never registered (a run killed after epoch 7 would
-otherwise restart from epoch 5).
+Rank 0 alone: checkpoints (see :mod:`jobs.train_checkpoints` for when), MLflow metrics and plots,
+evaluation on the test split (every K epochs and at the end), progress lines. All workers call
+``ray.train.report`` at each checkpoint only: a report waits for the controller's next poll
+(~2 s), far longer than a small epoch.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from jobs.train_checkpoints import CheckpointCadence, ResumePoint, checkpoint_dir_name, resume, write_checkpoint
 from star_core.data import VideoFeatures, VideoLabels
 
 log = logging.getLogger("star.train")
-
-TRAINER_FILE = "trainer.pt"
-META_FILE = "meta.json"
-
-
-CHECKPOINT_PREFIX = "checkpoint_epoch_"
-
-
-def checkpoint_dir_name(epoch: int) -> str:
-    return f"{CHECKPOINT_PREFIX}{epoch:05d}"
-
-
-def _epoch_of(path: str) -> int | None:
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    if not name.startswith(CHECKPOINT_PREFIX):
-        return None
-    try:
-        return int(name[len(CHECKPOINT_PREFIX):])
-    except ValueError:
-        return None
-
-
-def list_checkpoints(lake, run_name: str) -> list[tuple[int, str]]:
-    """``(epoch, path)`` of every ``checkpoint_epoch_*`` directory of the run, oldest first."""
-    directory = lake.checkpoints_dir(run_name)
-    lake.fs.invalidate_cache()
-    try:
-        entries = lake.fs.ls(directory, detail=False)
-    except FileNotFoundError:
-        return []
-    return sorted((e, p) for p in entries if (e := _epoch_of(p)) is not None)
-
-
-def is_complete(lake, path: str, epoch: int) -> bool:
-    """``meta.json`` parses, names this epoch, and ``trainer.pt`` has the size it records."""
-    try:
-        meta = json.loads(lake.fs.cat_file(f"{path}/{META_FILE}"))
-        size = lake.fs.size(f"{path}/{TRAINER_FILE}")
-    except (FileNotFoundError, OSError, ValueError):
-        return False
-    return meta.get("epoch") == epoch and meta.get("trainer_bytes", size) == size
-
-
-def newest_complete_checkpoint(lake, run_name: str) -> tuple[int, str] | None:
-    """``(epoch, path)`` of the run's newest complete checkpoint on the lake, None without one."""
-    for epoch, path in reversed(list_checkpoints(lake, run_name)):
-        if is_complete(lake, path, epoch):
-            return epoch, path
-    return None
-
-
-def read_checkpoint(lake, path: str) -> tuple[dict, dict]:
-    """``(Trainer.state_dict(), meta)`` of a checkpoint directory on the lake (weights only)."""
-    import io
-
-    import torch
-
-    state = torch.load(io.BytesIO(lake.fs.cat_file(f"{path}/{TRAINER_FILE}")), map_location="cpu", weights_only=True)
-    return state, json.loads(lake.fs.cat_file(f"{path}/{META_FILE}"))
-
-
-class CheckpointCadence:
-    """When rank 0 checkpoints: every ``every_epochs`` epochs, or (0) at most once per
-    ``min_interval_s`` seconds of training; always after the last epoch."""
-
-    def __init__(self, every_epochs: int, min_interval_s: float, total_epochs: int, clock=time.monotonic):
-        if every_epochs < 0 or min_interval_s < 0:
-            raise ValueError(f"train.checkpoint_every_epochs ({every_epochs}) and train.checkpoint_min_interval_s ({min_interval_s}) must be >= 0")
-        self.every_epochs, self.min_interval_s, self.total_epochs, self.clock = every_epochs, min_interval_s, total_epochs, clock
-        self.last_s = clock()
-
-    def due(self, epochs_done: int) -> bool:
-        if epochs_done >= self.total_epochs:
-            return True
-        if self.every_epochs > 0:
-            return epochs_done % self.every_epochs == 0
-        return self.clock() - self.last_s >= self.min_interval_s
-
-    def saved(self) -> None:
-        self.last_s = self.clock()
 
 
 def shard_ids(video_ids: Sequence[str], rank: int, world_size: int) -> list[str]:
@@ -153,7 +68,15 @@ def peak_rss_mb() -> float:
     return kb / 1024.0
 
 
-def evaluate(detector, lake, feature_set: str, labels: Sequence[VideoLabels], classes: Sequence[str], exclude_videos: Sequence[str], batch_videos: int = 8):
+def evaluate(
+    detector,
+    lake,
+    feature_set: str,
+    labels: Sequence[VideoLabels],
+    classes: Sequence[str],
+    exclude_videos: Sequence[str],
+    batch_videos: int = 8,
+):
     """Detect on ``labels``' videos (streamed from the lake in small batches) and compute mAP.
 
     Returns:
@@ -189,7 +112,14 @@ def eval_metrics(result) -> dict[str, float]:
     return out
 
 
-def _log_plots(uri: str, run_id: str, history: list[dict], timelines: Iterable[tuple[VideoLabels, list, float | None]], classes: Sequence[str], epoch: int) -> None:
+def _log_plots(
+    uri: str,
+    run_id: str,
+    history: list[dict],
+    timelines: Iterable[tuple[VideoLabels, list, float | None]],
+    classes: Sequence[str],
+    epoch: int,
+) -> None:
     from jobs import plots, tracking
 
     with tempfile.TemporaryDirectory(prefix="star-plots-") as tmp:
@@ -203,127 +133,179 @@ def _log_plots(uri: str, run_id: str, history: list[dict], timelines: Iterable[t
             tracking.log_artifact(uri, run_id, tdir, "plots/timelines")
 
 
-def train_loop(config: dict[str, Any]) -> None:
-    """``train_loop_per_worker``: the config dict is rebuilt into typed configs first."""
+@dataclass
+class WorkerContext:
+    """What one worker knows: its typed config, rank, lake, labels and its shard of training videos."""
+
+    config: dict[str, Any]  # the loop config the driver built (jobs.train)
+    cfg: Any  # StarConfig
+    rank: int
+    world: int
+    device: Any  # torch.device
+    lake: Any  # Lake
+    classes: tuple[str, ...]
+    labels_by_id: dict[str, VideoLabels]
+    features: dict[str, VideoFeatures]  # this worker's training videos, read once for all epochs
+    pairs: list[tuple[VideoFeatures, VideoLabels]]  # this worker's shard, padded (shard_ids)
+
+    @property
+    def rank0(self) -> bool:
+        return self.rank == 0
+
+
+def worker_context(config: dict[str, Any]) -> WorkerContext:
+    """Typed config, rank and device, the dataset's labels, and this worker's shard read from the lake."""
     import ray.train
     import ray.train.torch
-    import torch
 
-    from jobs import tracking
     from star_core.config import from_dict
     from star_core.io.lake import Lake
     from star_core.io.tables import load_dataset, read_features
-    from star_core.train_loop import Trainer
 
-    from jobs.ray_logs import setup_worker_logging
-
-    setup_worker_logging()  # star's format (the driver shows these lines); also Ray's setup hook
     cfg = from_dict(config["star"])  # typed StarConfig from here on
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
     lake = Lake(config["lake_uri"], endpoint_url=cfg.storage.s3_endpoint_url)
     dataset = load_dataset(lake, config["dataset"], config["dataset_version"])
     labels_by_id = {v.video_id: v for v in dataset.videos}
     classes = tuple(config["classes"])
     if classes != dataset.classes:
         raise ValueError(f"dataset {config['dataset']!r} v{config['dataset_version']}: classes changed since the driver read them")
-
-    # This worker's shard, read once (features stay in memory for all epochs).
     t0 = time.monotonic()
     mine = shard_ids(config["train_ids"], rank, world)
     feats = {v.video_id: v for v in read_features(lake, config["feature_set"], sorted(set(mine)))}
     pairs = [(feats[vid], labels_by_id[vid]) for vid in mine]
-    log.info("worker %d/%d: %d training videos (%d segments) read in %.1f s", rank, world, len(pairs), sum(f.n_segments for f, _ in pairs), time.monotonic() - t0)
+    log.info(
+        "worker %d/%d: %d training videos (%d segments) read in %.1f s",
+        rank, world, len(pairs), sum(f.n_segments for f, _ in pairs), time.monotonic() - t0,
+    )
+    return WorkerContext(config, cfg, rank, world, ray.train.torch.get_device(), lake, classes, labels_by_id, feats, pairs)
+
+
+def build_trainer(w: WorkerContext):
+    """A :class:`star_core.train_loop.Trainer` whose modules are DDP-wrapped with more than one worker."""
+    import ray.train.torch
+
+    from star_core.train_loop import Trainer
 
     def wrap(module):
         # DDP only with >1 worker; unused parameters (e.g. no counts in a batch) must not stall the all-reduce.
-        return ray.train.torch.prepare_model(module, parallel_strategy_kwargs={"find_unused_parameters": True}) if world > 1 else module.to(device)
+        if w.world > 1:
+            return ray.train.torch.prepare_model(module, parallel_strategy_kwargs={"find_unused_parameters": True})
+        return module.to(w.device)
 
-    trainer = Trainer(classes, int(config["feat_dim"]), cfg, tuple(config["class_order"]), device=device, wrap_module=wrap)
-    history: list[dict[str, float]] = []
-    last_eval: dict[str, float] = {}
-    start_epoch = 0
-    run_name = config["run_name"]
-    registered = ray.train.get_checkpoint()  # Ray's record; may lag behind what was written
-    registered_epoch = (_epoch_of(registered.path) or 0) if registered is not None else 0
-    newest = newest_complete_checkpoint(lake, run_name)
-    orphans: list[str] = []  # checkpoints Ray does not track (its num_to_keep never deletes them)
-    if newest is not None:
-        state, meta = read_checkpoint(lake, newest[1])
-        trainer.load_state_dict(state)
-        start_epoch = trainer.epoch
-        history, last_eval = meta["history"], meta.get("eval", {})
-        orphans = [p for e, p in list_checkpoints(lake, run_name) if e > registered_epoch]
-        if rank == 0:
-            log.info("resuming run %s from its newest complete checkpoint, after epoch %d of %d (%s)", run_name, start_epoch, cfg.train.epochs, newest[1])
-            for e, p in list_checkpoints(lake, run_name):
-                if e > start_epoch:  # incomplete (killed while saving): never resumed from, rewritten below
-                    lake.fs.rm(p, recursive=True)
+    return Trainer(w.classes, int(w.config["feat_dim"]), w.cfg, tuple(w.config["class_order"]), device=w.device, wrap_module=wrap)
 
-    epochs = cfg.train.epochs
-    eval_every = int(config["eval_every_epochs"] or 0)
-    uri, run_id = config["tracking_uri"], config["mlflow_run_id"]
-    test_labels = [labels_by_id[v] for v in config["test_ids"]]
-    fail_after = config.get("fail_after_epoch")  # fault injection for the resume test only
-    cadence = CheckpointCadence(cfg.train.checkpoint_every_epochs, cfg.train.checkpoint_min_interval_s, epochs)
-    t_start = time.monotonic()
 
-    if start_epoch >= epochs:  # killed after the last checkpoint, before the driver finished: nothing to train
-        ray.train.report({**(history[-1] if history else {}), **last_eval, "epoch": start_epoch, "resumed_from_epoch": start_epoch})
-        return
+class EpochLoop:
+    """The epochs of one worker after its resume point: train, (rank 0) refine, evaluate, log, checkpoint."""
 
-    for epoch in range(start_epoch, epochs):
+    def __init__(self, w: WorkerContext, trainer, start: ResumePoint) -> None:
+        self.w, self.trainer, self.start = w, trainer, start
+        self.history, self.last_eval, self.orphans = start.history, start.last_eval, start.orphans
+        self.epochs = w.cfg.train.epochs
+        self.eval_every = int(w.config["eval_every_epochs"] or 0)
+        self.uri, self.run_id = w.config["tracking_uri"], w.config["mlflow_run_id"]
+        self.test_labels = [w.labels_by_id[v] for v in w.config["test_ids"]]
+        self.fail_after = w.config.get("fail_after_epoch")  # fault injection for the resume test only
+        self.cadence = CheckpointCadence(w.cfg.train.checkpoint_every_epochs, w.cfg.train.checkpoint_min_interval_s, self.epochs)
+        self.t_start = time.monotonic()
+
+    def run_epoch(self, epoch: int) -> None:
         t_epoch = time.monotonic()
-        metrics = _reduce_across_workers(trainer.train_epoch(pairs, epoch))
+        metrics = _reduce_across_workers(self.trainer.train_epoch(self.w.pairs, epoch))
         done = epoch + 1
         epoch_s = time.monotonic() - t_epoch
         peak = _reduce_across_workers({"worker_peak_rss_mb": peak_rss_mb()}, op="max")  # the largest worker
         row = {"epoch": done, **metrics, "epoch_time_s": epoch_s, **peak}
-        history.append(row)
-        report: dict[str, Any] = {**row, "resumed_from_epoch": start_epoch}
-        ckpt = None
-        if rank == 0 and done == epochs and cfg.refine.rounds > 0:
-            # Stage 2 (star_core.refine) on every training video, not only this worker's shard.
-            from star_core.train_loop import refine_detector
-
-            ids = list(dict.fromkeys(config["train_ids"]))
-            every = feats if set(ids) <= set(feats) else {v.video_id: v for v in read_features(lake, config["feature_set"], sorted(ids))}
-            refine_detector(trainer.detector, [(every[v], labels_by_id[v]) for v in ids], cfg.refine)
-        if rank == 0:
-            is_eval = bool(test_labels) and (done == epochs or (eval_every > 0 and done % eval_every == 0))
-            timelines = []
-            if is_eval:
-                t_eval = time.monotonic()
-                result, by_video = evaluate(trainer.detector, lake, config["feature_set"], test_labels, classes, config["exclude_videos"])
-                last_eval = {**eval_metrics(result), "eval_time_s": time.monotonic() - t_eval}
-                report.update(last_eval)
-                shown = [v for v in test_labels if v.instances][: int(config["timelines_logged"])] if done == epochs else []
-                timelines = [(v, by_video.get(v.video_id, []), v.duration_s) for v in shown]
-                log.info("epoch %d: test mAP@0.1:0.7 avg %.2f, @0.1:0.5 avg %.2f (%.1f s)", done, result.avg_0_1_0_7, result.avg_0_1_0_5, last_eval["eval_time_s"])
-            tracking.log_metrics(uri, run_id, {k: v for k, v in report.items() if k != "resumed_from_epoch"}, step=done)
-            if is_eval or done == epochs:
-                _log_plots(uri, run_id, history, timelines, classes, done)
-            rate_s = (time.monotonic() - t_start) / (done - start_epoch)
-            terms = " ".join(f"{k} {metrics[k]:.4f}" for k in ("rgb/total", "flow/total", "rgb/classification", "flow/classification") if k in metrics)
-            log.info("epoch %d/%d | %s | %.2f s/epoch | ETA %.0f s", done, epochs, terms, epoch_s, rate_s * (epochs - done))
-        # Report (a barrier that waits for the controller's next poll, ~2 s) only with a checkpoint:
-        # rank 0's clock decides, every worker follows.
-        save = _reduce_across_workers({"save": float(rank == 0 and cadence.due(done))}, op="max")["save"] > 0
-        if save:
-            if rank == 0:
-                tmp = tempfile.mkdtemp(prefix="star-ckpt-")
-                torch.save(trainer.state_dict(), Path(tmp) / TRAINER_FILE)
-                meta = {"epoch": done, "history": history, "eval": last_eval, "run_name": run_name, "trainer_bytes": (Path(tmp) / TRAINER_FILE).stat().st_size}
-                (Path(tmp) / META_FILE).write_text(json.dumps(meta))
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(report, checkpoint=ckpt, checkpoint_dir_name=checkpoint_dir_name(done))
-            cadence.saved()
-        if ckpt is not None:
-            shutil.rmtree(ckpt.path, ignore_errors=True)  # uploaded synchronously; the local copy is done
-            for path in orphans:  # a newer checkpoint exists now: the untracked older ones can go
-                lake.fs.rm(path, recursive=True)
-            orphans = []
-        if fail_after is not None and done == int(fail_after) and start_epoch == 0 and rank == 0:
+        self.history.append(row)
+        report: dict[str, Any] = {**row, "resumed_from_epoch": self.start.start_epoch}
+        if self.w.rank0 and done == self.epochs and self.w.cfg.refine.rounds > 0:
+            self._refine()
+        if self.w.rank0:
+            self._evaluate_and_log(done, metrics, report, epoch_s)
+        self._maybe_checkpoint(done, report)
+        if self.fail_after is not None and done == int(self.fail_after) and self.start.start_epoch == 0 and self.w.rank0:
             log.warning("fault injection: worker exits after epoch %d", done)
             os._exit(17)
+
+    def _refine(self) -> None:
+        """Stage 2 (star_core.refine) on every training video, not only this worker's shard."""
+        from star_core.io.tables import read_features
+        from star_core.train_loop import refine_detector
+
+        w = self.w
+        ids = list(dict.fromkeys(w.config["train_ids"]))
+        every = w.features
+        if not set(ids) <= set(every):
+            every = {v.video_id: v for v in read_features(w.lake, w.config["feature_set"], sorted(ids))}
+        refine_detector(self.trainer.detector, [(every[v], w.labels_by_id[v]) for v in ids], w.cfg.refine)
+
+    def _evaluate_and_log(self, done: int, metrics: dict[str, float], report: dict[str, Any], epoch_s: float) -> None:
+        """Rank 0: test-split evaluation when due, MLflow metrics and plots, the progress line."""
+        from jobs import tracking
+
+        w, epochs = self.w, self.epochs
+        is_eval = bool(self.test_labels) and (done == epochs or (self.eval_every > 0 and done % self.eval_every == 0))
+        timelines = []
+        if is_eval:
+            t_eval = time.monotonic()
+            result, by_video = evaluate(
+                self.trainer.detector, w.lake, w.config["feature_set"], self.test_labels, w.classes, w.config["exclude_videos"]
+            )
+            self.last_eval = {**eval_metrics(result), "eval_time_s": time.monotonic() - t_eval}
+            report.update(self.last_eval)
+            shown = [v for v in self.test_labels if v.instances][: int(w.config["timelines_logged"])] if done == epochs else []
+            timelines = [(v, by_video.get(v.video_id, []), v.duration_s) for v in shown]
+            log.info(
+                "epoch %d: test mAP@0.1:0.7 avg %.2f, @0.1:0.5 avg %.2f (%.1f s)",
+                done, result.avg_0_1_0_7, result.avg_0_1_0_5, self.last_eval["eval_time_s"],
+            )
+        tracking.log_metrics(self.uri, self.run_id, {k: v for k, v in report.items() if k != "resumed_from_epoch"}, step=done)
+        if is_eval or done == epochs:
+            _log_plots(self.uri, self.run_id, self.history, timelines, w.classes, done)
+        rate_s = (time.monotonic() - self.t_start) / (done - self.start.start_epoch)
+        names = ("rgb/total", "flow/total", "rgb/classification", "flow/classification")
+        terms = " ".join(f"{k} {metrics[k]:.4f}" for k in names if k in metrics)
+        log.info("epoch %d/%d | %s | %.2f s/epoch | ETA %.0f s", done, epochs, terms, epoch_s, rate_s * (epochs - done))
+
+    def _maybe_checkpoint(self, done: int, report: dict[str, Any]) -> None:
+        """Report (a barrier that waits for the controller's next poll, ~2 s) only with a checkpoint:
+        rank 0's clock decides, every worker follows."""
+        import ray.train
+
+        w = self.w
+        save = _reduce_across_workers({"save": float(w.rank0 and self.cadence.due(done))}, op="max")["save"] > 0
+        if not save:
+            return
+        ckpt = None
+        if w.rank0:
+            meta = {"epoch": done, "history": self.history, "eval": self.last_eval, "run_name": w.config["run_name"]}
+            ckpt = ray.train.Checkpoint.from_directory(write_checkpoint(self.trainer.state_dict(), meta))
+        ray.train.report(report, checkpoint=ckpt, checkpoint_dir_name=checkpoint_dir_name(done))
+        self.cadence.saved()
+        if ckpt is not None:
+            shutil.rmtree(ckpt.path, ignore_errors=True)  # uploaded synchronously; the local copy is done
+            for path in self.orphans:  # a newer checkpoint exists now: the untracked older ones can go
+                w.lake.fs.rm(path, recursive=True)
+            self.orphans = []
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """``train_loop_per_worker``: the config dict is rebuilt into typed configs first."""
+    import ray.train
+
+    from jobs.ray_logs import setup_worker_logging
+
+    setup_worker_logging()  # star's format (the driver shows these lines); also Ray's setup hook
+    w = worker_context(config)
+    trainer = build_trainer(w)
+    registered = ray.train.get_checkpoint()  # Ray's record; may lag behind what was written
+    start = resume(w.lake, config["run_name"], trainer, registered.path if registered is not None else None, w.rank, w.cfg.train.epochs)
+    if start.start_epoch >= w.cfg.train.epochs:  # killed after the last checkpoint, before the driver finished: nothing to train
+        last = start.history[-1] if start.history else {}
+        ray.train.report({**last, **start.last_eval, "epoch": start.start_epoch, "resumed_from_epoch": start.start_epoch})
+        return
+    loop = EpochLoop(w, trainer, start)
+    for epoch in range(start.start_epoch, w.cfg.train.epochs):
+        loop.run_epoch(epoch)

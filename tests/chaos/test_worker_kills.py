@@ -132,7 +132,7 @@ def test_i3d_actor_killed_mid_extraction(videos_dir, ray_address, tmp_path):
 def test_training_worker_killed_mid_epoch(ray_address, tmp_path, monkeypatch):
     from jobs import tracking
     from jobs.train import TrainJobConfig, train
-    from jobs.train_worker import list_checkpoints
+    from jobs.train_checkpoints import list_checkpoints
     from tests.jobs.test_train_job import make_tiny_dataset, tiny_config
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -115,7 +115,7 @@ def test_shards_are_equal_and_cover_all_videos():
 
 
 def test_checkpoint_cadence_every_k_or_by_time_and_always_the_last():
-    from jobs.train_worker import CheckpointCadence
+    from jobs.train_checkpoints import CheckpointCadence
 
     every3 = CheckpointCadence(3, 60.0, total_epochs=7)
     assert [e for e in range(1, 8) if every3.due(e)] == [3, 6, 7]
@@ -133,7 +133,7 @@ def test_checkpoint_cadence_every_k_or_by_time_and_always_the_last():
 
 
 def test_newest_complete_checkpoint_skips_partial_ones(tmp_path):
-    from jobs.train_worker import META_FILE, TRAINER_FILE, checkpoint_dir_name, newest_complete_checkpoint
+    from jobs.train_checkpoints import META_FILE, TRAINER_FILE, checkpoint_dir_name, newest_complete_checkpoint
     from star_core.io.lake import Lake
 
     lake = Lake(str(tmp_path / "lake"))
