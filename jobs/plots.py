@@ -8,12 +8,11 @@ with matplotlib's Agg backend (no display needed) and write the PNG atomically.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from star_core.data import Detection, Instance, VideoLabels
+from star_core.io.atomic import atomic_local_path
 
 # Distinct colours for class rows (tab10 then tab20 when there are many classes).
 _GT_COLOR = "#4d4d4d"
@@ -28,25 +27,11 @@ def _pyplot():
     return plt
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # the only portable way to read it: set and restore at once
-    os.umask(mask)
-    return mask
-
-
 def _save(fig, out_png: str | Path) -> Path:
-    """Write the figure to ``out_png`` atomically (temp file in the same directory + rename)."""
+    """Write the figure to ``out_png`` atomically (:mod:`star_core.io.atomic`)."""
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="_tmp-", suffix=".png", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_local_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plot gets the mode open() would give it
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return out
 
 

@@ -27,6 +27,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from star_core.metrics import tiou_matrix
 from star_core.model.config import LocalizeConfig
 
 LOCALIZERS = ("attention", "gradcam", "attended_gradcam")
@@ -103,13 +104,6 @@ def score_interval(score: np.ndarray, start: int, end: int, mode: str = "mean") 
     return (1.0 + inner - outer_mean) / 2.0
 
 
-def segment_tiou(starts: np.ndarray, ends: np.ndarray, start: float, end: float) -> np.ndarray:
-    """tIoU of one interval against arrays of intervals (same units; zero-length union -> 0)."""
-    inter = np.clip(np.minimum(ends, end) - np.maximum(starts, start), 0.0, None)
-    union = (ends - starts) + (end - start) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
 def nms_1d(starts: np.ndarray, ends: np.ndarray, scores: np.ndarray, tiou: float) -> list[int]:
     """Greedy NMS: indices kept, by descending score; drops any interval with tIoU > ``tiou`` to a kept one.
 
@@ -124,7 +118,7 @@ def nms_1d(starts: np.ndarray, ends: np.ndarray, scores: np.ndarray, tiou: float
             continue
         keep.append(int(i))
         rest = order[pos + 1 :]
-        ov = segment_tiou(starts[rest], ends[rest], starts[i], ends[i])
+        ov = tiou_matrix(np.array([[starts[i], ends[i]]]), np.stack([starts[rest], ends[rest]], axis=1))[0]
         suppressed[pos + 1 :] |= ov > tiou
     return keep
 

@@ -28,21 +28,22 @@ import numpy as np
 from star_core.data import Detection, Instance, VideoLabels
 
 TIOU_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-THUMOS14_EXCLUDED = ("video_test_0000270", "video_test_0001496")
-
-
-def tiou(a_start: float, a_end: float, b_start: float, b_end: float) -> float:
-    """Temporal IoU of two intervals (0 when the union has zero length)."""
-    inter = max(0.0, min(a_end, b_end) - max(a_start, b_start))
-    union = (a_end - a_start) + (b_end - b_start) - inter
-    return inter / union if union > 0 else 0.0
+THUMOS14_EXCLUDED = ("video_test_0000270", "video_test_0001496")  # mis-annotated; the common protocol drops them
 
 
 def tiou_matrix(det: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """(P, 2) x (G, 2) intervals -> (P, G) tIoU."""
+    """(P, 2) x (G, 2) ``[start, end]`` intervals -> (P, G) temporal IoU (0 where the union has zero length).
+
+    The one tIoU of the code base: evaluation (matching) and NMS (``star_core.localize``) both use it.
+    """
     inter = np.clip(np.minimum(det[:, None, 1], gt[None, :, 1]) - np.maximum(det[:, None, 0], gt[None, :, 0]), 0.0, None)
     union = (det[:, None, 1] - det[:, None, 0]) + (gt[None, :, 1] - gt[None, :, 0]) - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def tiou(a_start: float, a_end: float, b_start: float, b_end: float) -> float:
+    """Temporal IoU of two intervals (:func:`tiou_matrix` of one pair)."""
+    return float(tiou_matrix(np.array([[a_start, a_end]], dtype=np.float64), np.array([[b_start, b_end]], dtype=np.float64))[0, 0])
 
 
 def interpolated_ap(tp: np.ndarray, fp: np.ndarray, n_positive: int) -> float:
@@ -222,17 +223,28 @@ def load_activitynet_gt(path: str | Path) -> list[VideoLabels]:
     return out
 
 
-def load_ambiguous(path: str | Path) -> dict[str, list[tuple[float, float]]]:
-    """THUMOS'14 ``Ambiguous_*.txt`` (lines ``video start end``, seconds) -> video -> segments."""
+def parse_ambiguous(text: str, where: str) -> dict[str, list[tuple[float, float]]]:
+    """THUMOS'14 ``Ambiguous_*.txt`` text (lines ``video start end``, seconds) -> video -> segments.
+
+    Args:
+        text: the file's text.
+        where: the file's name for error messages (``<where>:<line>: ...``).
+    """
     out: dict[str, list[tuple[float, float]]] = {}
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 3:
-            raise ValueError(f"ambiguous file {path}, line {n}: expected 'video start end', got {line!r}")
+            raise ValueError(f"{where}:{n}: expected 'video start end', got {line!r}")
         try:
-            out.setdefault(parts[0], []).append((float(parts[1]), float(parts[2])))
+            start, end = float(parts[1]), float(parts[2])
         except ValueError:
-            raise ValueError(f"ambiguous file {path}, line {n}: times must be numbers, got {line!r}") from None
+            raise ValueError(f"{where}:{n}: start and end must be numbers, got {line!r}") from None
+        out.setdefault(parts[0], []).append((start, end))
     return out
+
+
+def load_ambiguous(path: str | Path) -> dict[str, list[tuple[float, float]]]:
+    """A local THUMOS'14 ``Ambiguous_*.txt`` file -> video -> segments (:func:`parse_ambiguous`)."""
+    return parse_ambiguous(Path(path).read_text(), f"ambiguous file {path}")

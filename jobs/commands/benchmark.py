@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 
@@ -36,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from jobs.benchmark import BenchmarkConfig, run_benchmark
     from star_core.baseline_stpn import StpnConfig
     from star_core.config import load_config
+    from star_core.io.atomic import atomic_local_path
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -62,9 +62,7 @@ def run(args: argparse.Namespace) -> int:
     print(report.tables())
     if args.json_out:
         out = Path(args.json_out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(report.to_json(), indent=2, sort_keys=False, default=float))
-        os.replace(tmp, out)  # atomic: a reader never sees half a file
+        with atomic_local_path(out) as tmp:  # a reader never sees half a file
+            Path(tmp).write_text(json.dumps(report.to_json(), indent=2, sort_keys=False, default=float))
         print(f"results: {out}")
     return 0

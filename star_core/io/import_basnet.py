@@ -19,7 +19,6 @@ from star_core.io.importers import (
     FPS,
     SEGMENT_FRAMES,
     SPLITS,
-    THUMOS14_EXCLUDED,
     ImportResult,
     ProgressFn,
     _as_lake,
@@ -28,12 +27,12 @@ from star_core.io.importers import (
     _protocol,
     check_length,
     check_stream,
-    parse_interval_lines,
     split_of,
     video_labels,
 )
 from star_core.io.lake import Lake
 from star_core.io.npy import read_npy
+from star_core.metrics import THUMOS14_EXCLUDED, parse_ambiguous
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ def import_basnet(
     amb: dict[str, list[tuple[float, float]]] = {}
     if ambiguous:
         afs, apath = fsmod.resolve(ambiguous)
-        amb = parse_interval_lines(_read_text(afs, apath, ambiguous), ambiguous)
+        amb = parse_ambiguous(_read_text(afs, apath, ambiguous), ambiguous)
     classes = sorted({a["label"] for v in database.values() for a in v.get("annotations", [])})
     feats, labels, width = [], [], None
     listed = set()

@@ -42,12 +42,12 @@ from star_core.io import fs as fsmod
 from star_core.io import tables
 from star_core.io.lake import Lake
 from star_core.io.npy import read_npy
+from star_core.metrics import THUMOS14_EXCLUDED, parse_ambiguous
 
 log = logging.getLogger(__name__)
 
 FPS = 25.0  # frame rate of the public I3D grids
 SEGMENT_FRAMES = 16  # frames per feature step (0.64 s)
-THUMOS14_EXCLUDED = ("video_test_0000270", "video_test_0001496")  # mis-annotated; the common protocol drops them
 DEFAULT_FEATURE_SET = "wtalc-i3d-25fps-16f"
 DEFAULT_BASNET_FEATURE_SET = "basnet-i3d-25fps-16f"
 SPLITS = {"validation": "train", "val": "train", "train": "train", "test": "test"}
@@ -104,23 +104,6 @@ def _decode(values: Iterable) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
 
-def parse_interval_lines(text: str, where: str) -> dict[str, list[tuple[float, float]]]:
-    """Parse ``video<spaces>start end`` lines (THUMOS ``Ambiguous_*.txt``) into {video: [(s, e)]}."""
-    out: dict[str, list[tuple[float, float]]] = {}
-    for n, line in enumerate(text.splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 3:
-            raise ValueError(f"{where}:{n}: expected 'video start end', got {line!r}")
-        try:
-            start, end = float(parts[1]), float(parts[2])
-        except ValueError:
-            raise ValueError(f"{where}:{n}: start/end are not numbers in {line!r}") from None
-        out.setdefault(parts[0], []).append((start, end))
-    return out
-
-
 def read_wtalc_annotations(annotations_dir: str) -> WtalcAnnotations:
     """Read a W-TALC ``*-Annotations`` directory (local path or any fsspec URI).
 
@@ -175,7 +158,7 @@ def read_wtalc_annotations(annotations_dir: str) -> WtalcAnnotations:
     for path in sorted(fs.glob(_join(root, "Ambiguous_*.txt"))):
         name = path.rsplit("/", 1)[-1]
         with fs.open(path, "rb") as fh:
-            for vid, spans in parse_interval_lines(fh.read().decode(), f"{annotations_dir}/{name}").items():
+            for vid, spans in parse_ambiguous(fh.read().decode(), f"{annotations_dir}/{name}").items():
                 ambiguous.setdefault(vid, []).extend(spans)
     provenance = None
     marker = _join(root, MARKER_FILE)

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -32,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from star_core.io import fs as fsmod
+from star_core.io.atomic import TMP_PREFIX, write_bytes_atomic
 from star_core.io.inputs import video_id_from_uri  # noqa: F401  (re-export: the one naming rule lives with input listing)
 from star_core.io.schemas import SCHEMA_NAME_KEY, SchemaError, check_schema
 
@@ -120,31 +119,10 @@ class Lake:
         return sorted(p for p in found if p.endswith(suffix) and not _is_hidden(p[len(directory):]))
 
     def write_bytes(self, path: str, data: bytes) -> None:
-        """Atomically write ``data`` to ``path``, replacing any previous version.
-
-        Locally the bytes go to a hidden temporary file in the same directory, are fsynced and
-        renamed over ``path`` (readers see the old file or the new one, never a partial one; a
-        failed write removes its temporary file). Object stores receive one put, which becomes
-        visible only when complete.
-        """
+        """Atomically write ``data`` to ``path``, replacing any previous version (:mod:`star_core.io.atomic`)."""
         if _is_hidden(path.rsplit("/", 1)[-1]):
             raise ValueError(f"{self.uri_of(path)}: lake file names may not start with '_tmp-' or '.'")
-        parent = path.rsplit("/", 1)[0]
-        if not self.is_local:
-            self.fs.pipe_file(path, bytes(data))
-            return
-        os.makedirs(parent, exist_ok=True)
-        tmp = f"{parent}/_tmp-{uuid.uuid4().hex}"
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)  # atomic on POSIX; overwrites a previous version
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_bytes_atomic(self.fs, path, bytes(data))
 
     def read_bytes(self, path: str) -> bytes:
         return self.fs.cat_file(path)
@@ -212,7 +190,7 @@ class Lake:
 
 def _is_hidden(relative: str) -> bool:
     """A temporary (``_tmp-``) or hidden (``.``) component anywhere in a relative path."""
-    return any(part.startswith(("_tmp-", ".")) for part in relative.split("/") if part)
+    return any(part.startswith((TMP_PREFIX, ".")) for part in relative.split("/") if part)
 
 
 def conform(table: pa.Table, schema: pa.Schema, where: str = "table") -> pa.Table:

@@ -16,16 +16,14 @@ Scales: ``full`` = all 412 videos (200 validation to train, 212 test), D = 1024 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from star_core.io import fs as fsmod
+from star_core.io.atomic import write_atomic
 from star_core.io.importers import WtalcAnnotations, read_wtalc_annotations, wtalc_labels
 from star_core.io.npy import object_array
 from star_core.synth import World, difficulty_config, generate_video
@@ -70,7 +68,7 @@ def select_videos(ann: WtalcAnnotations, scale: str) -> tuple[list[int], list[st
 
 
 def _write(fs, path: str, data: bytes | np.ndarray) -> None:
-    """Write bytes, or an array as ``.npy``; atomic where the filesystem allows it (local: temp + rename)."""
+    """Write bytes, or an array as ``.npy``, atomically (:mod:`star_core.io.atomic`)."""
 
     def dump(fh) -> None:
         if isinstance(data, np.ndarray):
@@ -78,16 +76,7 @@ def _write(fs, path: str, data: bytes | np.ndarray) -> None:
         else:
             fh.write(data)
 
-    if fsmod.is_local(fs):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as fh:
-            dump(fh)
-        os.replace(tmp, path)
-    else:
-        buf = io.BytesIO()
-        dump(buf)
-        fs.pipe_file(path, buf.getvalue())  # one put: visible only when complete
+    write_atomic(fs, path, dump)
 
 
 def write_annotations(fs, directory: str, ann: WtalcAnnotations, idx: list[int], classes: list[str], marker: dict) -> None:

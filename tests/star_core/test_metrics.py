@@ -15,6 +15,7 @@ from star_core.metrics import (
     interpolated_ap,
     load_activitynet_gt,
     load_ambiguous,
+    parse_ambiguous,
     tiou,
     tiou_matrix,
 )
@@ -164,6 +165,24 @@ def test_load_ambiguous_real_file(data_dir):
     amb = load_ambiguous(data_dir / "thumos14" / "wtalc_Thumos14reduced-Annotations" / "Ambiguous_test.txt")
     assert sum(len(v) for v in amb.values()) == 99 and len(amb) == 37
     assert all(s <= e for segs in amb.values() for s, e in segs)
+
+
+def test_parse_ambiguous_groups_by_video_and_names_the_bad_line():
+    amb = parse_ambiguous("v1  1.5 2.0\n\nv2 3 4\nv1 7 8.25\n", "Ambiguous_test.txt")
+    assert amb == {"v1": [(1.5, 2.0), (7.0, 8.25)], "v2": [(3.0, 4.0)]}
+    with pytest.raises(ValueError, match=r"Ambiguous_x.txt:2: expected 'video start end'"):
+        parse_ambiguous("v1 1 2\nv2 3\n", "Ambiguous_x.txt")
+    with pytest.raises(ValueError, match=r"Ambiguous_x.txt:1: start and end must be numbers"):
+        parse_ambiguous("v1 one 2\n", "Ambiguous_x.txt")
+
+
+def test_nms_and_evaluation_share_one_tiou():
+    from star_core.localize import nms_1d
+
+    # tIoU([0, 10], [5, 15]) = 1/3: suppressed above a 0.3 threshold, kept at 0.4
+    assert tiou_matrix(np.array([[0.0, 10.0]]), np.array([[5.0, 15.0]]))[0, 0] == pytest.approx(1 / 3)
+    assert nms_1d(np.array([0.0, 5.0]), np.array([10.0, 15.0]), np.array([0.9, 0.8]), 0.3) == [0]
+    assert nms_1d(np.array([0.0, 5.0]), np.array([10.0, 15.0]), np.array([0.9, 0.8]), 0.4) == [0, 1]
 
 
 def test_mapresult_json_roundtrip():
