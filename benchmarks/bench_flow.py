@@ -152,6 +152,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default=None, help="HxW list, e.g. 224x224,256x340 (default both)")
     ap.add_argument("--compile", action="store_true", help="also run tvl1-torch with torch.compile (fused step) at each batch size")
     ap.add_argument("--json", default=None, help="results file (default benchmarks/results/flow_<device>.json)")
+    ap.add_argument("--opencv-cache", default=None,
+                    help="npz of OpenCV's results: read when present, else computed and written (for a GPU host without opencv-contrib)")
     args = ap.parse_args(argv)
 
     import torch
@@ -170,9 +172,17 @@ def main(argv=None) -> int:
         "torch_threads": args.threads, "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "load_avg_1min_at_start": round(os.getloadavg()[0], 2), "sizes": {},
     }
+    cache = dict(np.load(args.opencv_cache, allow_pickle=False)) if args.opencv_cache and Path(args.opencv_cache).exists() else None
+    cache_out: dict[str, np.ndarray] = {}
     for h, w in sizes:
         first, second = make_pairs(n_pairs, h, w)
-        cv_res, cv_flow = bench_opencv(first[:n_cv], second[:n_cv])
+        key = f"{h}x{w}"
+        if cache is not None:  # OpenCV measured on another host (recorded as such in the report)
+            cv_res = {**json.loads(str(cache[f"{key}/res"])), "measured_on": str(cache["host"])}
+            cv_flow = cache[f"{key}/flow"][:n_cv]
+        else:
+            cv_res, cv_flow = bench_opencv(first[:n_cv], second[:n_cv])
+            cache_out[f"{key}/res"], cache_out[f"{key}/flow"] = np.array(json.dumps(cv_res)), cv_flow
         print(f"{h}x{w}: OpenCV TV-L1 (1 thread) {cv_res['pairs_per_s']:.3f} pairs/s "
               f"({cv_res['pairs_per_cpu_s']:.3f} per CPU-s) over {n_cv} pairs", flush=True)
         runs = []
@@ -192,6 +202,8 @@ def main(argv=None) -> int:
         print(f"  best: batch {best['batch']}, {best['pairs_per_s']:.3f} pairs/s = {best['ratio_vs_opencv_core']:.2f} x OpenCV on one core",
               flush=True)
     report["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
+    if args.opencv_cache and cache is None:
+        np.savez_compressed(args.opencv_cache, host=np.array(platform.node()), **cache_out)
     out = Path(args.json or Path(__file__).resolve().parent / "results" / f"flow_{args.device.replace(':', '')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 log = logging.getLogger("bench_protocol")
 
 
-def standin_pairs(difficulty: str, seed: int, feat_dim: int):
+def standin_pairs(difficulty: str, seed: int, feat_dim: int, scale: str = "full"):
     """(classes, train pairs, test pairs, excluded ids) of the full stand-in, generated in memory."""
     import numpy as np
 
@@ -42,7 +42,7 @@ def standin_pairs(difficulty: str, seed: int, feat_dim: int):
     from star_core.synth import World, difficulty_config, generate_video
 
     ann = read_wtalc_annotations(default_annotations_dir())
-    idx, classes = select_videos(ann, "full")
+    idx, classes = select_videos(ann, scale)
     world = World(classes, difficulty_config(difficulty, seed=seed, feat_dim=feat_dim))
     labels = wtalc_labels(ann)
     train, test = [], []
@@ -91,57 +91,114 @@ def table(setting: str, cells: dict[int, dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--settings", default="standard,context,weak", help="difficulty settings (star_core.synth.DIFFICULTIES)")
-    parser.add_argument("--seeds", default="0,1,2", help="stand-in and training seeds")
-    parser.add_argument("--feat-dim", type=int, default=256, help="per-stream feature dimension of the stand-in (THUMOS'14 I3D: 1024)")
-    parser.add_argument("--paper-seeds", default=None, help="seeds that also train the paper preset (default: all; '' = none)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override of the main row")
-    parser.add_argument("--no-baseline", action="store_true")
-    parser.add_argument("--no-upper-bound", action="store_true")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="folder for the report")
-    parser.add_argument("--tag", default=None, help="report name suffix")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``NAME:refine.key=value;refine.key=value`` -> (NAME, overrides); only stage-2 keys (the stage-1 model is shared)."""
+    name, _, body = text.partition(":")
+    overrides = [kv for kv in body.split(";") if kv]
+    bad = [kv for kv in overrides if not kv.startswith("refine.")]
+    if not name or bad:
+        raise SystemExit(f"--variant {text!r}: want NAME:refine.key=value[;refine.key=value...]; not stage-2 keys: {bad}")
+    return name, overrides
 
+
+def run_cell(setting: str, seed: int, args: argparse.Namespace, paper: bool) -> dict:
+    """One (setting, seed) cell: generate the stand-in, run every benchmark row; returns the cell's JSON."""
     import torch
 
     from jobs.benchmark import BenchmarkConfig, benchmark_pairs
     from star_core.config import load_config, replace
 
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(name)s[{setting} s{seed}]: %(message)s")
     torch.set_num_threads(args.threads)
+    t0 = time.monotonic()
+    classes, train, test, excluded = standin_pairs(setting, seed, args.feat_dim, args.scale)
+    log.info("%s seed %d: stand-in generated in %.0f s", setting, seed, time.monotonic() - t0)
+    while args.train_after and not Path(args.train_after).exists():  # the machine is busy with another measurement
+        time.sleep(1.0)
+    base = load_config(None, args.overrides)
+    star = replace(base, **{"train.seed": seed, "refine.seed": seed})
+    variants = [(name, replace(load_config(None, [*args.overrides, *kvs]), **{"refine.seed": seed}).refine)
+                for name, kvs in map(parse_variant, args.variant)]
+    cfg = BenchmarkConfig(
+        lake_uri="(in memory)", dataset=f"standin-{setting}", star=star, baseline=not args.no_baseline,
+        upper_bound=not args.no_upper_bound, paper_reference=paper, device=args.device,
+    )
+    cfg = dataclasses.replace(cfg, stpn=dataclasses.replace(cfg.stpn, seed=seed))
+    name = f"standin-{args.scale}-d{args.feat_dim}-s{seed}-{setting}"
+    report = benchmark_pairs(cfg, f"standin-{setting}", seed, name, classes, train, test, excluded, refine_variants=variants)
+    data = report.to_json()
+    return {"rows": [r.to_json() for r in report.rows], "wall_s": report.wall_s, "peak_rss_mb": report.peak_rss_mb,
+            "diagnostics": data["diagnostics"], "fraction_of_upper_bound": data["fraction_of_upper_bound"]}
+
+
+def _write_partial(args: argparse.Namespace, results: dict) -> None:
+    """The cells finished so far (``protocol-<tag>.partial.json``, replaced atomically): a run cut short keeps them."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".protocol-{args.tag or 'run'}.partial.json.tmp"
+    tmp.write_text(json.dumps({"results": results}, indent=1, default=float))
+    tmp.replace(out / f"protocol-{args.tag or 'run'}.partial.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--settings", default="standard,context,weak", help="difficulty settings (star_core.synth.DIFFICULTIES)")
+    parser.add_argument("--seeds", default="0,1,2", help="stand-in and training seeds")
+    parser.add_argument("--feat-dim", type=int, default=256, help="per-stream feature dimension of the stand-in (THUMOS'14 I3D: 1024)")
+    parser.add_argument("--scale", default="full", choices=("full", "small"), help="stand-in size (small: a quick check of the script)")
+    parser.add_argument("--paper-seeds", default=None, help="seeds that also train the paper preset (default: all; '' = none)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override of the main row")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:refine.k=v;...",
+                        help="extra row: stage 2 with these settings on the main row's stage-1 model (repeatable)")
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--no-upper-bound", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
+    parser.add_argument("--device", default="cpu", help="torch device of the trainings (cpu, cuda)")
+    parser.add_argument("--jobs", type=int, default=1, help="cells run at once, one process each")
+    parser.add_argument("--train-after", default=None, metavar="FILE",
+                        help="generate the stand-ins, then wait for FILE to exist before training (another benchmark owns the device)")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="folder for the report")
+    parser.add_argument("--tag", default=None, help="report name suffix")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for text in args.variant:
+        parse_variant(text)
+
     settings = [s for s in args.settings.split(",") if s]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     paper_seeds = seeds if args.paper_seeds is None else [int(s) for s in args.paper_seeds.split(",") if s]
-    base = load_config(None, args.overrides)
-    results: dict[str, dict[int, dict]] = {}
+    cells = [(setting, seed) for setting in settings for seed in seeds]
+    results: dict[str, dict[int, dict]] = {s: {} for s in settings}
     t0 = time.monotonic()
-    for setting in settings:
-        results[setting] = {}
-        for seed in seeds:
-            classes, train, test, excluded = standin_pairs(setting, seed, args.feat_dim)
-            star = replace(base, **{"train.seed": seed, "refine.seed": seed})
-            cfg = BenchmarkConfig(
-                lake_uri="(in memory)", dataset=f"standin-{setting}", star=star, baseline=not args.no_baseline,
-                upper_bound=not args.no_upper_bound, paper_reference=seed in paper_seeds,
-            )
-            cfg = dataclasses.replace(cfg, stpn=dataclasses.replace(cfg.stpn, seed=seed))
-            report = benchmark_pairs(cfg, f"standin-{setting}", seed, f"standin-full-d{args.feat_dim}-s{seed}-{setting}", classes, train, test, excluded)
-            data = report.to_json()
-            cell = {"rows": [r.to_json() for r in report.rows], "wall_s": report.wall_s, "peak_rss_mb": report.peak_rss_mb, "diagnostics": data["diagnostics"], "fraction_of_upper_bound": data["fraction_of_upper_bound"]}
-            results[setting][seed] = cell
+    if args.jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(run_cell, cell[0], cell[1], args, cell[1] in paper_seeds): cell for cell in cells}
+            for future in as_completed(futures):
+                setting, seed = futures[future]
+                results[setting][seed] = future.result()
+                log.info("%s seed %d done (%.0f s so far)", setting, seed, time.monotonic() - t0)
+                _write_partial(args, results)
+    else:
+        for setting, seed in cells:
+            results[setting][seed] = run_cell(setting, seed, args, seed in paper_seeds)
             log.info("%s seed %d done (%.0f s so far)", setting, seed, time.monotonic() - t0)
-    md = [f"# Protocol report: settings {settings}, seeds {seeds}, D={args.feat_dim}, main-row overrides {args.overrides or 'none'}", ""]
+            _write_partial(args, results)
+    where = f"device {args.device}, {args.jobs} cell(s) at once"
+    md = [f"# Protocol report: settings {settings}, seeds {seeds}, D={args.feat_dim}, {args.scale} stand-in, main-row overrides "
+          f"{args.overrides or 'none'}; {where}", ""]
     md += [table(s, results[s]) + "\n" for s in settings]
     text = "\n".join(md)
     print(text)
     tag = args.tag or f"{'-'.join(settings)}-s{''.join(map(str, seeds))}-d{args.feat_dim}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    meta = {"settings": settings, "seeds": seeds, "feat_dim": args.feat_dim, "scale": args.scale, "overrides": args.overrides,
+            "variants": args.variant, "device": args.device, "jobs": args.jobs}
     (out / f"protocol-{tag}.md").write_text(text)
-    (out / f"protocol-{tag}.json").write_text(json.dumps({"settings": settings, "seeds": seeds, "feat_dim": args.feat_dim, "overrides": args.overrides, "results": results, "wall_s": time.monotonic() - t0}, indent=1, default=float))
+    (out / f"protocol-{tag}.json").write_text(json.dumps({**meta, "results": results, "wall_s": time.monotonic() - t0}, indent=1, default=float))
     print(f"report: {out / f'protocol-{tag}.md'}")
     return 0
 

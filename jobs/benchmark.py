@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 from star_core.baseline_stpn import STPN_LOCALIZE, StpnConfig
 from star_core.config import StarConfig, flatten, load_config, replace
 from star_core.data import VideoFeatures, VideoLabels
-from star_core.model.config import LocalizeConfig
+from star_core.model.config import LocalizeConfig, RefineConfig
 
 log = logging.getLogger("star.benchmark")
 
@@ -58,6 +58,7 @@ class BenchmarkConfig:
     upper_bound: bool = True  # supervised segment head on the train split's segment labels (evaluation aid only)
     stpn: StpnConfig = field(default_factory=StpnConfig)  # the baseline's own training settings
     stpn_localize: LocalizeConfig = field(default_factory=lambda: STPN_LOCALIZE)  # the baseline's own proposal settings
+    device: str = "cpu"  # torch device of every training and detection ("cuda" on a GPU node)
 
 
 @dataclass
@@ -258,7 +259,7 @@ def _table1_row(cfg: BenchmarkConfig, modules: tuple[str, ...], threads: int = 1
     name = module_name(modules)
     log.info("training %s: %d epochs x 2 streams", name, cfg.star.train.epochs)
     t0 = time.monotonic()
-    detector = fit(train, ds.classes, module_config(cfg.star, modules))
+    detector = fit(train, ds.classes, module_config(cfg.star, modules), device=cfg.device)
     train_s = time.monotonic() - t0
     result, det_s, n = evaluate_detector(detector, test, ds.classes, cfg.star.localize, excluded, cfg.detect_batch)
     return _row(name, "table1", result, train_s, det_s, n, {"modules": list(modules)}), peak_rss_mb()
@@ -294,9 +295,14 @@ def benchmark_pairs(
     excluded: Sequence[str],
     on_row: Callable[[BenchmarkRow], None] | None = None,
     t_start: float | None = None,
+    refine_variants: Sequence[tuple[str, RefineConfig]] = (),
 ) -> BenchmarkReport:
     """The rows of :func:`run_benchmark` on (features, labels) pairs already in memory (also used by
-    ``benchmarks/bench_protocol.py``, which generates its stand-ins without a lake)."""
+    ``benchmarks/bench_protocol.py``, which generates its stand-ins without a lake).
+
+    ``refine_variants``: (name, stage-2 settings) pairs, each self-trained on the main row's stage-1
+    model (not retrained) and reported as an "addition" row: one stage-2 option measured on its own.
+    """
     from star_core.baseline_stpn import fit_stpn
     from star_core.train_loop import fit
 
@@ -323,7 +329,7 @@ def benchmark_pairs(
         log.info("Table 1: %d configurations submitted to %d worker processes", len(table1_jobs), cfg.workers)
     try:
         # main row: the configured STAR (by default stage 1 + self-training)
-        detector, train_s = _train_star("STAR", train, classes, cfg.star)
+        detector, train_s = _train_star("STAR", train, classes, cfg.star, cfg.device)
         result, det_s, n = evaluate_detector(detector, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
         refined = detector.refiner is not None
         main_name = f"STAR ({module_name(main_modules)})" if len(main_modules) < 3 else "STAR (all modules)"
@@ -335,11 +341,18 @@ def benchmark_pairs(
             loc = dataclasses.replace(cfg.star.localize, use_refiner=False)
             result, det_s, n = evaluate_detector(detector, test, classes, loc, excluded, cfg.detect_batch)
             add(_row("STAR stage 1 only (same model, no self-training)", "addition", result, 0.0, det_s, n, {"use_refiner": False}))
+        for name, refine_cfg in refine_variants:
+            t0 = time.monotonic()
+            variant = _refit_stage2(detector, train, refine_cfg)
+            variant_s = time.monotonic() - t0
+            result, det_s, n = evaluate_detector(variant, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
+            add(_row(f"stage 2 variant: {name}", "addition", result, variant_s, det_s, n, {"refine": dataclasses.asdict(refine_cfg)}))
+            del variant
 
         if cfg.paper_reference:
             paper = load_config(preset="paper")
             paper = replace(paper, **{"train.seed": cfg.star.train.seed, "train.batch_size": cfg.star.train.batch_size})
-            det_p, paper_s = _train_star("STAR paper preset", train, classes, paper)
+            det_p, paper_s = _train_star("STAR paper preset", train, classes, paper, cfg.device)
             result, det_s, n = evaluate_detector(det_p, test, classes, paper.localize, excluded, cfg.detect_batch)
             add(_row("STAR paper preset", "reference", result, paper_s, det_s, n, {"preset": "paper"}))
             del det_p
@@ -347,13 +360,13 @@ def benchmark_pairs(
         if cfg.baseline:
             stpn_cfg = dataclasses.replace(cfg.stpn, seed=cfg.star.train.seed)
             t0 = time.monotonic()
-            stpn = fit_stpn(train, classes, stpn_cfg, on_epoch=_epoch_progress("STPN-style baseline", stpn_cfg.epochs))
+            stpn = fit_stpn(train, classes, stpn_cfg, on_epoch=_epoch_progress("STPN-style baseline", stpn_cfg.epochs), device=cfg.device)
             stpn_s = time.monotonic() - t0
             result, det_s, n = evaluate_detector(stpn, test, classes, cfg.stpn_localize, excluded, cfg.detect_batch)
             add(_row("STPN-style baseline", "baseline", result, stpn_s, det_s, n, {**dataclasses.asdict(stpn_cfg), "localize": dataclasses.asdict(cfg.stpn_localize)}))
 
         if cfg.upper_bound:
-            head, bound_s = _train_upper_bound(train, classes, cfg.star.refine)
+            head, bound_s = _train_upper_bound(train, classes, cfg.star.refine, cfg.device)
             result, det_s, n = evaluate_detector(head, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
             add(_row("supervised upper bound (segment labels)", "upper_bound", result, bound_s, det_s, n, {"supervision": "segment labels of the train split"}))
 
@@ -377,7 +390,7 @@ def benchmark_pairs(
             else:
                 log.info("training %s: %d epochs x 2 streams", module_name(modules), cfg.star.train.epochs)
                 t0 = time.monotonic()
-                det_k = fit(train, classes, module_config(cfg.star, modules))
+                det_k = fit(train, classes, module_config(cfg.star, modules), device=cfg.device)
                 train_k = time.monotonic() - t0
                 result, det_s, n = evaluate_detector(det_k, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
                 add(_row(module_name(modules), "table1", result, train_k, det_s, n, {"modules": list(modules)}))
@@ -411,16 +424,27 @@ def _epoch_progress(name: str, epochs: int) -> Callable[[int, dict[str, float]],
     return lambda epoch, metrics: progress.update(done=1)
 
 
-def _train_star(name: str, train, classes, star: StarConfig):
+def _train_star(name: str, train, classes, star: StarConfig, device: str = "cpu"):
     from star_core.train_loop import fit
 
     log.info("training %s: %d epochs x 2 streams%s", name, star.train.epochs, f" + {star.refine.rounds} self-training round(s)" if star.refine.rounds else "")
     t0 = time.monotonic()
-    detector = fit(train, classes, star, on_epoch=_epoch_progress(name, star.train.epochs))
+    detector = fit(train, classes, star, on_epoch=_epoch_progress(name, star.train.epochs), device=device)
     return detector, time.monotonic() - t0
 
 
-def _train_upper_bound(train, classes, refine_cfg):
+def _refit_stage2(detector, train, refine_cfg: RefineConfig):
+    """A copy of ``detector`` with a fresh stage-2 head self-trained with ``refine_cfg`` (stage 1 shared, not retrained)."""
+    import copy
+
+    from star_core.train_loop import refine_detector
+
+    variant = copy.deepcopy(detector)
+    variant.refiner = None
+    return refine_detector(variant, train, refine_cfg).eval()
+
+
+def _train_upper_bound(train, classes, refine_cfg, device: str = "cpu"):
     """The segment head trained on ground-truth segment labels (an evaluation aid: never a product path)."""
     from star_core import refine
 
@@ -431,7 +455,7 @@ def _train_upper_bound(train, classes, refine_cfg):
     targets = [refine.gt_segment_labels(f, lab, classes) for f, lab in usable]
     head = refine.fit_head(
         [f for f, _ in usable], targets, refine.multi_hot([lab for _, lab in usable], classes), len(classes), refine_cfg,
-        on_epoch=_epoch_progress("upper bound", epochs),
+        on_epoch=_epoch_progress("upper bound", epochs), device=device,
     )
     return refine.HeadDetector(head, classes, refine_cfg), time.monotonic() - t0
 

@@ -103,6 +103,10 @@ class StpnDetector(nn.Module):
         self.rgb = StpnStream(feat_dim=feat_dim, num_classes=len(self.classes), cfg=cfg)
         self.flow = StpnStream(feat_dim=feat_dim, num_classes=len(self.classes), cfg=cfg)
 
+    @property
+    def classifier_device(self) -> torch.device:
+        return next(self.parameters()).device
+
     def detect(self, video: VideoFeatures, cfg: LocalizeConfig | None = None) -> list[Detection]:
         return self.detect_batch([video], cfg)[0]
 
@@ -122,9 +126,9 @@ class StpnDetector(nn.Module):
             for video in videos:
                 per_stream = []
                 for net, arr in ((self.rgb, video.rgb), (self.flow, video.flow)):
-                    feats, mask = pad_batch([arr])
+                    feats, mask = pad_batch([arr], self.classifier_device)
                     logits, lam, tcam = net(feats, mask)
-                    per_stream.append((torch.sigmoid(logits[0]).numpy(), lam[0].numpy(), torch.sigmoid(tcam[0]).numpy()))
+                    per_stream.append((torch.sigmoid(logits[0]).cpu().numpy(), lam[0].cpu().numpy(), torch.sigmoid(tcam[0]).cpu().numpy()))
                 (p_rgb, l_rgb, c_rgb), (p_flow, l_flow, c_flow) = per_stream
                 probs = 0.5 * (p_rgb + p_flow)  # (C,) video-level scores fused 1:1
                 theta = self.cfg.fusion_theta
@@ -155,14 +159,15 @@ def fit_stpn(
     classes: Sequence[str],
     cfg: StpnConfig = StpnConfig(),
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> StpnDetector:
-    """Train both streams (separately, same sampled segments) on video-level labels; returns the detector."""
+    """Train both streams (separately, same sampled segments) on video-level labels on ``device``; returns the detector."""
     if not pairs:
         raise ValueError("fit_stpn: no training videos")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     index = {c: i for i, c in enumerate(classes)}
-    det = StpnDetector(classes=classes, feat_dim=pairs[0][0].feat_dim, cfg=cfg)
+    det = StpnDetector(classes=classes, feat_dim=pairs[0][0].feat_dim, cfg=cfg).to(device)
     targets = np.zeros((len(pairs), len(classes)), dtype=np.float32)  # (V, C) multi-hot video labels
     for v, (_, lab) in enumerate(pairs):
         for name in lab.labels:
@@ -175,7 +180,7 @@ def fit_stpn(
     prior = np.clip(targets.mean(0), 1.0 / (2 * len(pairs)), 1.0 - 1.0 / (2 * len(pairs)))
     with torch.no_grad():
         for stream in (det.rgb, det.flow):
-            stream.classifier.bias.copy_(torch.from_numpy(np.log(prior / (1 - prior)).astype(np.float32)))
+            stream.classifier.bias.copy_(torch.from_numpy(np.log(prior / (1 - prior)).astype(np.float32)).to(device))
     optims = {s: torch.optim.Adam(getattr(det, s).parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay) for s in ("rgb", "flow")}
     det.train()
     for epoch in range(cfg.epochs):
@@ -185,9 +190,9 @@ def fit_stpn(
         for b0 in range(0, len(order), cfg.batch_size):
             batch = order[b0 : b0 + cfg.batch_size]
             picks = [_sample(pairs[v][0].n_segments, cfg.sample_segments, rng) for v in batch]
-            y = torch.from_numpy(targets[batch])
+            y = torch.from_numpy(targets[batch]).to(device)
             for stream in ("rgb", "flow"):
-                feats, mask = pad_batch([getattr(pairs[v][0], stream)[i] for v, i in zip(batch, picks)])
+                feats, mask = pad_batch([getattr(pairs[v][0], stream)[i] for v, i in zip(batch, picks)], device)
                 logits, lam, _ = getattr(det, stream)(feats, mask)
                 total, cls, sparsity = stpn_loss(logits, lam, y, cfg.beta_sparsity)
                 optims[stream].zero_grad()

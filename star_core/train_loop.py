@@ -221,12 +221,13 @@ def fit(
     classes: Sequence[str],
     cfg: StarConfig,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> StarDetector:
-    """Train both streams for ``cfg.train.epochs`` epochs in this process; returns the detector (eval mode)."""
+    """Train both streams for ``cfg.train.epochs`` epochs in this process on ``device``; returns the detector (eval mode)."""
     if not pairs:
         raise ValueError("fit needs at least one training video")
     order = label_order([lab for _, lab in pairs], classes, cfg.model.label_order)
-    trainer = Trainer(classes, pairs[0][0].feat_dim, cfg, order)
+    trainer = Trainer(classes, pairs[0][0].feat_dim, cfg, order, device=device)
     t0 = time.monotonic()
     for epoch in range(cfg.train.epochs):
         metrics = trainer.train_epoch(pairs, epoch)
