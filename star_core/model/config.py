@@ -89,7 +89,7 @@ class RefineConfig:
     mil_weight: float = 1.0  # weight of the video-level top-k MIL loss
     topk_fraction: float = 0.125  # k = ceil(N * fraction) segments pooled per class for the MIL score
     video_score_fusion: float = 0.0  # weight of the stage-1 class probability in the fused video score (0 = head only)
-    proposal_thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # on the head's class probability (multi-scale)
+    proposal_thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # on the head's class probability (multi-scale)
     proposal_space: str = "linear"  # the head's probabilities are calibrated: threshold them as they are
     proposal_score: str = "contrast"  # "contrast" (outer-inner) | "mean", as localize.proposal_score
     class_score_weight: float = 0.5  # detection score = interval score × p(class)^weight (localize.class_score_weight for the head)
