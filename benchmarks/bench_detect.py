@@ -50,7 +50,7 @@ MODEL_NAME = "bench-star"
 def ensure_lake(root: Path, n_videos: int) -> str:
     """Write ``n_videos`` stand-in feature rows (once; a marker file records completion)."""
     from star_core.data import VideoFeatures
-    from star_core.io import tables
+    from star_core.io import feature_store
     from star_core.io.lake import Lake
 
     uri = str(root / f"lake-{n_videos}")
@@ -66,7 +66,7 @@ def ensure_lake(root: Path, n_videos: int) -> str:
             n = int(rng.integers(MEAN_SEGMENTS - 80, MEAN_SEGMENTS + 81))
             feats = [rng.random((n, FEAT_DIM), dtype=np.float32) for _ in range(2)]  # (N, D) in [0, 1), incompressible like real floats
             videos.append(VideoFeatures(f"vid{i:07d}", feats[0], feats[1], duration_s=n * 16 / 25.0, source_uri=f"s3://archive/vid{i:07d}.mp4"))
-        tables.write_features(lake, FEATURE_SET, videos)
+        feature_store.write_features(lake, FEATURE_SET, videos)
         if shard_idx % 10 == 0:
             log.info("lake-%d: %d/%d videos written (%.0f s)", n_videos, min(start + SHARD_VIDEOS, n_videos), n_videos, time.monotonic() - t0)
     marker.write_text("ok\n")
@@ -186,9 +186,9 @@ class DecodeOnly:
     def __call__(self, batch):
         import pyarrow as pa
 
-        from jobs.detect.running import _row_streams, row_to_video
+        from star_core.io.feature_store import feature_streams, row_to_video
 
-        streams = {s: _row_streams(batch, s) for s in ("rgb", "flow")}
+        streams = feature_streams(batch)
         n = [row_to_video(batch, i, streams).n_segments for i in range(batch.num_rows)]
         return pa.table({"n_segments": pa.array(n, pa.int32())})
 
@@ -199,11 +199,11 @@ def io_only_pass(lake_uri: str, actors: int, cpus_per_actor: float, batch_size: 
 
     from jobs.detect.running import READ_COLUMNS, _keep_rows
     from star_core.io import fs as fsmod
-    from star_core.io import tables
+    from star_core.io import feature_store
     from star_core.io.lake import Lake
 
     lake = Lake(lake_uri)
-    index = tables.feature_index(lake, FEATURE_SET)
+    index = feature_store.feature_index(lake, FEATURE_SET)
     keep: dict[str, set[str]] = {}
     for p, vid in zip(index.column("path").to_pylist(), index.column("video_id").to_pylist()):
         keep.setdefault(p, set()).add(vid)
@@ -231,13 +231,13 @@ def model_only(lake_uri: str, tracking_uri: str, n_videos: int = 32, batch_size:
     import torch
 
     from jobs.tracking import load_detector
-    from star_core.io import tables
+    from star_core.io import feature_store
     from star_core.io.lake import Lake
 
     torch.set_num_threads(1)
     detector, _ = load_detector(f"models:/{MODEL_NAME}@champion", tracking_uri)
     videos = []
-    for v in tables.read_features(Lake(lake_uri), FEATURE_SET):
+    for v in feature_store.read_features(Lake(lake_uri), FEATURE_SET):
         videos.append(v)
         if len(videos) == n_videos:
             break

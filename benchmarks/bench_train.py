@@ -37,7 +37,7 @@ def ensure_standin(lake_uri: str, dataset: str, standin_dir: str, seed: int) -> 
     from star_core.io import standin
     from star_core.io.importers import import_wtalc
     from star_core.io.lake import Lake
-    from star_core.io.tables import dataset_versions
+    from star_core.io.datasets import dataset_versions
 
     lake = Lake(lake_uri)
     if dataset_versions(lake, dataset):

@@ -86,7 +86,7 @@ def resolve_dataset(lake_uri: str, dataset: str | None) -> tuple[str, str]:
     if dataset:
         return dataset, "the dataset parameter"
     from star_core.io.lake import Lake
-    from star_core.io.tables import list_datasets
+    from star_core.io.datasets import list_datasets
 
     metas = list_datasets(Lake(lake_uri))
     names = sorted({m["name"] for m in metas})

@@ -123,15 +123,15 @@ def plan_features(settings: JobSettings, dataset: str) -> FeaturePlan:
             extractor (with this config) does not write, so extraction could not fill the gap.
     """
     from jobs.extract import feature_set_of
-    from star_core.io import tables
+    from star_core.io import datasets, feature_store
     from star_core.io.lake import Lake
 
     lake = Lake(settings.lake_uri)
-    ds = tables.load_dataset(lake, dataset)
-    source = lake.read_json(f"{lake.labels_dir(dataset, ds.version)}/dataset.json").get("source") or {}
+    ds = datasets.load_dataset(lake, dataset)
+    source = datasets.dataset_source(lake, dataset, ds.version)
     extractor_set = feature_set_of(settings.star_config().features)
     feature_set = settings.feature_set or source.get("feature_set") or extractor_set
-    have = set(tables.feature_index(lake, feature_set).column("video_id").to_pylist())
+    have = set(feature_store.feature_index(lake, feature_set).column("video_id").to_pylist())
     missing = [v for v in ds.videos if v.video_id not in have]
     if missing and feature_set != extractor_set:
         raise ValueError(

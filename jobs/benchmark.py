@@ -209,38 +209,31 @@ def peak_rss_mb() -> float:
 
 def load_split_pairs(cfg: BenchmarkConfig) -> tuple[Any, list[tuple[VideoFeatures, VideoLabels]], list[tuple[VideoFeatures, VideoLabels]], list[str], str]:
     """Dataset, (features, labels) of the train and test splits, excluded videos, feature set."""
-    from star_core.io import importers, tables
+    from star_core.io import datasets, feature_store, importers
     from star_core.io.lake import Lake
 
     lake = Lake(cfg.lake_uri, cfg.star.storage.s3_endpoint_url)
-    ds = tables.load_dataset(lake, cfg.dataset, cfg.version)
-    source = importers.dataset_source(lake, cfg.dataset, ds.version)
+    ds = datasets.load_dataset(lake, cfg.dataset, cfg.version)
+    source = datasets.dataset_source(lake, cfg.dataset, ds.version)
     feature_set = cfg.feature_set or source.get("feature_set")
     if not feature_set:
         raise ValueError(f"dataset {cfg.dataset!r} v{ds.version} records no feature set; pass feature_set")
-    protocol = source.get("protocol", {})
-    excluded = sorted(set(protocol.get("exclude_videos", [])) | {v.video_id for v in ds.split(importers.EXCLUDED_SPLIT)})
+    excluded = sorted(set(datasets.SplitProtocol.of(source).exclude_videos) | {v.video_id for v in ds.split(importers.EXCLUDED_SPLIT)})
     train = [v for v in ds.split(cfg.train_split) if v.video_id not in excluded]
     test = [v for v in ds.split(cfg.test_split) if v.video_id not in excluded]
     for name, split in ((cfg.train_split, train), (cfg.test_split, test)):
         if not split:
             raise ValueError(f"dataset {cfg.dataset!r} v{ds.version} has no videos in split {name!r} (splits: {sorted({v.split for v in ds.videos})})")
-    feats = {f.video_id: f for f in tables.read_features(lake, feature_set, [v.video_id for v in train + test])}
+    feats = {f.video_id: f for f in feature_store.read_features(lake, feature_set, [v.video_id for v in train + test])}
     return ds, [(feats[v.video_id], v) for v in train], [(feats[v.video_id], v) for v in test], excluded, feature_set
 
 
 def evaluate_detector(detector, test: Sequence[tuple[VideoFeatures, VideoLabels]], classes: Sequence[str], localize, exclude: Sequence[str], batch: int) -> tuple[Any, float, int]:
-    """(MapResult, detect seconds, number of detections) of ``detector`` on ``test``."""
-    from star_core.metrics import evaluate_detections
+    """(MapResult, detect seconds, number of detections) of ``detector`` on ``test`` (``star_core.metrics.evaluate_detector``)."""
+    from star_core.metrics import evaluate_detector as evaluate
 
-    t0 = time.monotonic()
-    dets = []
-    for i in range(0, len(test), batch):
-        for per_video in detector.detect_batch([f for f, _ in test[i : i + batch]], localize):
-            dets.extend(per_video)
-    detect_s = time.monotonic() - t0
-    result = evaluate_detections(dets, [lab for _, lab in test], classes, exclude_videos=exclude, ignore_ambiguous=True)
-    return result, detect_s, len(dets)
+    ev = evaluate(detector, [f for f, _ in test], [lab for _, lab in test], classes, exclude, localize=localize, batch_videos=batch)
+    return ev.result, ev.detect_s, ev.n_detections
 
 
 def _row(name: str, table: str, result, train_s: float, detect_s: float, n_det: int, settings: dict) -> BenchmarkRow:

@@ -22,7 +22,7 @@ Failure semantics:
   reaches exactly one shard: the driver adds each input to a shard once;
 - a killed run loses at most its unwritten shard: started again, it skips every video whose
   features exist and does only what is missing. Shard names are digests of their video ids, so a
-  rewrite overwrites; ``tables.feature_index`` keeps the newest row if a video ever lands twice.
+  rewrite overwrites; ``feature_store.feature_index`` keeps the newest row if a video ever lands twice.
 
 Run it as ``python -m jobs.extract INPUT... --lake s3://bucket/lake`` (what ``ray job submit``
 runs) or ``star extract --ray``; in Python, ``extract(ExtractJobConfig(...))``.
@@ -43,7 +43,7 @@ from typing import Any, Sequence
 
 from star_core.config import StarConfig, load_config
 from star_core.data import VideoFeatures
-from star_core.io import tables
+from star_core.io import feature_store, manifests
 from star_core.io.inputs import INTERRUPTED_REASON, resolve_inputs, video_id_from_uri
 from star_core.io.lake import Lake
 from star_core.video.config import FLOW_METHODS, FeatureConfig
@@ -163,7 +163,7 @@ class _Run:
         self.result = JobResult(run_id=run_id, feature_set=feature_set, manifest=lake.uri_of(lake.manifest_path(JOB, run_id)))
 
     def record(self, uri: str, status: str, reason: str | None = None, duration_s: float | None = None, n_segments: int | None = None, output: str | None = None) -> None:
-        self.rows.append(tables.manifest_row(JOB, self.run_id, uri, status, reason, duration_s, n_segments, output))
+        self.rows.append(manifests.manifest_row(JOB, self.run_id, uri, status, reason, duration_s, n_segments, output))
         if status == "failed":
             self.result.failed += 1
             self.result.failures.append({"input": uri, "reason": reason})
@@ -179,7 +179,7 @@ class _Run:
     def flush(self, final: bool = False) -> None:
         """Write the open shard (if any), then its done rows to the manifest."""
         if self.shard:
-            path = tables.write_features(self.lake, self.feature_set, [f for f, _ in self.shard])
+            path = feature_store.write_features(self.lake, self.feature_set, [f for f, _ in self.shard])
             url = self.lake.uri_of(path)
             self.result.outputs.append(url)
             for feats, info in self.shard:
@@ -196,7 +196,7 @@ class _Run:
     def write_manifest(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self.last_manifest >= self.cfg.manifest_every_s:
-            tables.write_manifest(self.lake, JOB, self.run_id, self.rows)
+            manifests.write_manifest(self.lake, JOB, self.run_id, self.rows)
             self.last_manifest = now
 
 
@@ -221,7 +221,7 @@ def extract(cfg: ExtractJobConfig) -> JobResult:
     feature_set = feature_set_of(cfg.features)
     resolved = resolve_inputs(cfg.inputs)
     uris = resolved.uris
-    have = set(tables.feature_index(lake, feature_set).column("video_id").to_pylist())
+    have = set(feature_store.feature_index(lake, feature_set).column("video_id").to_pylist())
     run = _Run(cfg, lake, feature_set, run_id)
     for item, reason in resolved.missing:
         run.record(item, "failed", reason)

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from star_core.io import fs as fsmod
-from star_core.io import schemas, tables
+from star_core.io import datasets, schemas
 from star_core.io.lake import Lake
 
 # Hive partitions of detections: model=<name>-v<version>/date=YYYY-MM-DD.
@@ -88,9 +88,9 @@ def features_dataset(lake: Lake) -> pads.Dataset | pa.Table:
 def labels_table(lake: Lake) -> pa.Table:
     """Latest version of every dataset's labels, with ``dataset`` and ``dataset_version`` columns (small)."""
     parts = []
-    for name in sorted({d["name"] for d in tables.list_datasets(lake)}):
-        ds = tables.load_dataset(lake, name)
-        t = tables.labels_to_table(ds.videos)
+    for name in sorted({d["name"] for d in datasets.list_datasets(lake)}):
+        ds = datasets.load_dataset(lake, name)
+        t = datasets.labels_to_table(ds.videos)
         t = t.append_column("dataset", pa.array([name] * t.num_rows, pa.string()))
         t = t.append_column("dataset_version", pa.array([ds.version] * t.num_rows, pa.int32()))
         parts.append(t.replace_schema_metadata(None))

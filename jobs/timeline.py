@@ -16,7 +16,7 @@ import pyarrow.dataset as pads
 
 from star_core.data import Detection, VideoLabels
 from star_core.io import detections as detio
-from star_core.io import tables
+from star_core.io import datasets, feature_store
 from star_core.io.lake import Lake
 
 
@@ -74,9 +74,9 @@ def check_model_version(lake: Lake, model_version: str) -> None:
 
 def find_ground_truth(lake: Lake, video_id: str, dataset: str | None = None) -> tuple[VideoLabels | None, tuple[str, ...], str | None]:
     """(labels, classes, "name vN") of the video in ``dataset`` (or the first dataset holding it)."""
-    names = [dataset] if dataset else sorted({d["name"] for d in tables.list_datasets(lake)})
+    names = [dataset] if dataset else sorted({d["name"] for d in datasets.list_datasets(lake)})
     for name in names:
-        ds = tables.load_dataset(lake, name)
+        ds = datasets.load_dataset(lake, name)
         for v in ds.videos:
             if v.video_id == video_id:
                 return v, ds.classes, f"{name} v{ds.version}"
@@ -86,8 +86,8 @@ def find_ground_truth(lake: Lake, video_id: str, dataset: str | None = None) -> 
 
 
 def feature_duration_s(lake: Lake, video_id: str) -> float | None:
-    for fs in tables.list_feature_sets(lake):
-        index = tables.feature_index(lake, fs)
+    for fs in feature_store.list_feature_sets(lake):
+        index = feature_store.feature_index(lake, fs)
         hit = index.filter(pc.equal(index.column("video_id"), video_id))
         if hit.num_rows:
             return hit.column("duration_s")[0].as_py()

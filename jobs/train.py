@@ -111,25 +111,21 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
-def _dataset_source(lake: Lake, name: str, version: int) -> dict[str, Any]:
-    meta = lake.read_json(f"{lake.labels_dir(name, version)}/dataset.json")
-    return meta.get("source") or {}
-
-
 def _resolve_inputs(cfg: TrainJobConfig, lake: Lake, state: dict | None):
     """Dataset, version, feature set, split ids and feature dim (pinned to the run state on resume)."""
     from star_core.io import schemas
-    from star_core.io.tables import feature_index, load_dataset
+    from star_core.io.datasets import SplitProtocol, dataset_source, load_dataset
+    from star_core.io.feature_store import feature_index
 
     version = cfg.dataset_version if cfg.dataset_version is not None else (state or {}).get("dataset_version")
     dataset = load_dataset(lake, cfg.dataset, version)
-    source = _dataset_source(lake, cfg.dataset, dataset.version)
+    source = dataset_source(lake, cfg.dataset, dataset.version)
     feature_set = cfg.feature_set or (state or {}).get("feature_set") or source.get("feature_set")
     if not feature_set:
         raise ValueError(f"dataset {cfg.dataset!r} v{dataset.version} does not name its feature set: pass feature_set (--feature-set)")
     check_name("feature set", feature_set)
-    protocol = source.get("protocol") or {}
-    train_split, test_split = protocol.get("train_split", "train"), protocol.get("test_split", "test")
+    protocol = SplitProtocol.of(source)
+    train_split, test_split = protocol.train_split, protocol.test_split
     train_labels = [v for v in dataset.videos if v.split == train_split]
     test_labels = [v for v in dataset.videos if v.split == test_split]
     if not train_labels:
@@ -141,7 +137,7 @@ def _resolve_inputs(cfg: TrainJobConfig, lake: Lake, state: dict | None):
         raise ValueError(f"feature set {feature_set!r} in {lake.uri} lacks features for {len(missing)} video(s) of dataset {cfg.dataset!r}: {missing[:10]}")
     first_path = index.column("path")[0].as_py()
     feat_dim = int(lake.read_table(first_path, schemas.FEATURES, columns=["feat_dim"]).column("feat_dim")[0].as_py())
-    exclude = tuple(protocol.get("exclude_videos", ()))
+    exclude = protocol.exclude_videos
     return dataset, feature_set, train_labels, test_labels, feat_dim, exclude
 
 

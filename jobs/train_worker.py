@@ -68,42 +68,6 @@ def peak_rss_mb() -> float:
     return kb / 1024.0
 
 
-def evaluate(
-    detector,
-    lake,
-    feature_set: str,
-    labels: Sequence[VideoLabels],
-    classes: Sequence[str],
-    exclude_videos: Sequence[str],
-    batch_videos: int = 8,
-):
-    """Detect on ``labels``' videos (streamed from the lake in small batches) and compute mAP.
-
-    Returns:
-        ``(MapResult, detections by video id)``.
-    """
-    from star_core.io.tables import read_features
-    from star_core.metrics import evaluate_detections
-
-    by_video: dict[str, list] = {}
-    batch: list[VideoFeatures] = []
-
-    def flush() -> None:
-        for video, dets in zip(batch, detector.detect_batch(batch)):
-            by_video[video.video_id] = dets
-        batch.clear()
-
-    for video in read_features(lake, feature_set, [v.video_id for v in labels]):
-        batch.append(video)
-        if len(batch) >= batch_videos:
-            flush()
-    if batch:
-        flush()
-    detections = [d for dets in by_video.values() for d in dets]
-    result = evaluate_detections(detections, labels, classes, exclude_videos=tuple(exclude_videos))
-    return result, by_video
-
-
 def eval_metrics(result) -> dict[str, float]:
     """``test/map_0.1`` ... ``test/map_0.7``, ``test/avg_map_0.1_0.5``, ``test/avg_map_0.1_0.7`` (percent)."""
     out = {f"test/map_{k}": float(v) for k, v in result.map.items()}
@@ -160,7 +124,8 @@ def worker_context(config: dict[str, Any]) -> WorkerContext:
 
     from star_core.config import from_dict
     from star_core.io.lake import Lake
-    from star_core.io.tables import load_dataset, read_features
+    from star_core.io.datasets import load_dataset
+    from star_core.io.feature_store import read_features
 
     cfg = from_dict(config["star"])  # typed StarConfig from here on
     ctx = ray.train.get_context()
@@ -231,7 +196,7 @@ class EpochLoop:
 
     def _refine(self) -> None:
         """Stage 2 (star_core.refine) on every training video, not only this worker's shard."""
-        from star_core.io.tables import read_features
+        from star_core.io.feature_store import read_features
         from star_core.train_loop import refine_detector
 
         w = self.w
@@ -244,15 +209,17 @@ class EpochLoop:
     def _evaluate_and_log(self, done: int, metrics: dict[str, float], report: dict[str, Any], epoch_s: float) -> None:
         """Rank 0: test-split evaluation when due, MLflow metrics and plots, the progress line."""
         from jobs import tracking
+        from star_core.io.feature_store import read_features
+        from star_core.metrics import evaluate_detector
 
         w, epochs = self.w, self.epochs
         is_eval = bool(self.test_labels) and (done == epochs or (self.eval_every > 0 and done % self.eval_every == 0))
         timelines = []
         if is_eval:
             t_eval = time.monotonic()
-            result, by_video = evaluate(
-                self.trainer.detector, w.lake, w.config["feature_set"], self.test_labels, w.classes, w.config["exclude_videos"]
-            )
+            videos = read_features(w.lake, w.config["feature_set"], [v.video_id for v in self.test_labels])  # streamed
+            evaluation = evaluate_detector(self.trainer.detector, videos, self.test_labels, w.classes, w.config["exclude_videos"])
+            result, by_video = evaluation.result, evaluation.detections_by_video
             self.last_eval = {**eval_metrics(result), "eval_time_s": time.monotonic() - t_eval}
             report.update(self.last_eval)
             shown = [v for v in self.test_labels if v.instances][: int(w.config["timelines_logged"])] if done == epochs else []

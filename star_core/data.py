@@ -68,12 +68,29 @@ class VideoFeatures:
         return segment_bounds_s(self.n_segments, self.fps, self.segment_frames, self.duration_s)
 
 
+# The dataset splits, and the one map from the names label files and annotation formats use for
+# them (ActivityNet's "training"/"validation"/"testing", "valid", ...) to a split: "validation"
+# always means the split "val". (THUMOS'14's *protocol* trains on its validation subset; that is a
+# decision of its importer, ``star_core.io.wtalc_import.THUMOS14_PROTOCOL_SPLITS``, not a name.)
+SPLIT_NAMES = ("train", "val", "test")
+SPLIT_ALIASES: dict[str, str] = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val",
+    "test": "test", "testing": "test",
+}
+
+
+def split_of_name(name: str) -> str | None:
+    """The split a subset name means (``SPLIT_ALIASES``, case-insensitive); None for an unknown name."""
+    return SPLIT_ALIASES.get(str(name).strip().lower())
+
+
 @dataclass
 class VideoLabels:
     """Video-level weak labels (plus optional counts and evaluation-only ground truth)."""
 
     video_id: str
-    split: str  # "train" | "val" | "test"
+    split: str  # one of SPLIT_NAMES (imports may add others, e.g. "excluded")
     labels: tuple[str, ...]  # video-level classes, no duplicates
     counts: tuple[int, ...] | None = None  # instances per label, aligned with ``labels`` (RAM supervision)
     instances: tuple[Instance, ...] = ()  # ground-truth intervals, evaluation only

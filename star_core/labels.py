@@ -27,9 +27,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from star_core.data import Instance, VideoLabels
+from star_core.data import SPLIT_ALIASES, SPLIT_NAMES, Instance, VideoLabels
 
-SPLITS = ("train", "val", "test")
 REQUIRED = ("video", "labels")
 # canonical field -> accepted column names, first is the canonical one
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -39,11 +38,6 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "counts": ("counts", "label_counts", "instance_counts"),
     "intervals": ("intervals", "instances", "segments", "annotations"),
     "duration_s": ("duration_s", "duration"),
-}
-DEFAULT_SPLIT_MAP: dict[str, str] = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validation": "val",
-    "test": "test", "testing": "test",
 }
 MAX_REPORTED = 50  # problems listed in one error message
 
@@ -75,7 +69,7 @@ class ImportOptions:
     label_delimiter: str = "|"  # separates labels (and counts/intervals items) in a string cell
     test_fraction: float = 0.2  # share of rows without a split that go to "test"
     seed: int = 0  # seeds the split of rows without one
-    split_map: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SPLIT_MAP))  # file value -> split
+    split_map: Mapping[str, str] = field(default_factory=lambda: dict(SPLIT_ALIASES))  # file value -> split
     classes: tuple[str, ...] | None = None  # fixed class list (its order is kept); None: sorted union
     duration_tolerance_s: float = 0.5  # an interval may end this far past the video's duration
     skip_invalid: bool = False  # drop rows with problems (listed) instead of failing
@@ -333,7 +327,7 @@ def parse_split_cell(value: Any, split_map: Mapping[str, str]) -> str | None:
     key = str(value).strip().lower()
     if key in split_map:
         return split_map[key]
-    raise ValueError(f"unknown split {value!r}{_suggest(key, list(split_map))}; use one of {', '.join(SPLITS)} (or --split-map VALUE=SPLIT)")
+    raise ValueError(f"unknown split {value!r}{_suggest(key, list(split_map))}; use one of {', '.join(SPLIT_NAMES)} (or --split-map VALUE=SPLIT)")
 
 
 # ----- splits ----------------------------------------------------------------------------------

@@ -19,13 +19,14 @@ tIoU of two intervals with zero-length union is 0. Values are percent.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from star_core.data import Detection, Instance, VideoLabels
+from star_core.data import Detection, Instance, VideoFeatures, VideoLabels, split_of_name
 
 TIOU_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 THUMOS14_EXCLUDED = ("video_test_0000270", "video_test_0001496")  # mis-annotated; the common protocol drops them
@@ -184,7 +185,57 @@ def evaluate_detections(
     return MapResult(map=mean, per_class=per_class, n_detections=n_det, n_ground_truth=n_gt_total, unknown_video_detections=unknown)
 
 
-_SPLITS = {"training": "train", "train": "train", "validation": "val", "val": "val", "testing": "test", "test": "test"}
+@dataclass
+class DetectorEvaluation:
+    """A detector's detections on a split and their mAP."""
+
+    result: MapResult
+    detections_by_video: dict[str, list[Detection]]
+    detect_s: float  # seconds spent in the detector (reading features and scoring excluded)
+
+    @property
+    def n_detections(self) -> int:
+        return sum(len(d) for d in self.detections_by_video.values())
+
+
+def evaluate_detector(
+    detector: Any,
+    videos: Iterable[VideoFeatures],
+    ground_truth: Sequence[VideoLabels],
+    classes: Sequence[str],
+    exclude_videos: Iterable[str] = (),
+    localize: Any = None,
+    batch_videos: int = 8,
+) -> DetectorEvaluation:
+    """Detect on ``videos`` in batches of ``batch_videos`` and score against ``ground_truth``.
+
+    The one "evaluate a detector on a split" of the code base (training's periodic test
+    evaluation, the benchmarks). ``videos`` may be a stream (features are held one batch at a
+    time); ``detector`` is anything with ``detect_batch(videos, localize_config)`` (StarDetector,
+    the STPN baseline); ``localize`` None means the detector's own localization settings.
+    """
+    by_video: dict[str, list[Detection]] = {}
+    batch: list[VideoFeatures] = []
+    detect_s = 0.0
+
+    def flush() -> None:
+        nonlocal detect_s
+        t0 = time.monotonic()
+        per_video = detector.detect_batch(batch, localize)
+        detect_s += time.monotonic() - t0
+        for video, dets in zip(batch, per_video):
+            by_video[video.video_id] = list(dets)
+        batch.clear()
+
+    for video in videos:
+        batch.append(video)
+        if len(batch) >= batch_videos:
+            flush()
+    if batch:
+        flush()
+    detections = [d for dets in by_video.values() for d in dets]
+    result = evaluate_detections(detections, ground_truth, classes, exclude_videos=tuple(exclude_videos), ignore_ambiguous=True)
+    return DetectorEvaluation(result, by_video, detect_s)
 
 
 def load_activitynet_gt(path: str | Path) -> list[VideoLabels]:
@@ -213,7 +264,7 @@ def load_activitynet_gt(path: str | Path) -> list[VideoLabels]:
         out.append(
             VideoLabels(
                 video_id=vid,
-                split=_SPLITS.get(subset, subset),
+                split=split_of_name(subset) or subset,
                 labels=tuple(labels),
                 counts=counts,
                 instances=instances,

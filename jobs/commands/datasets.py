@@ -22,7 +22,7 @@ def _table(rows: list[list[str]]) -> str:
 def run(args: argparse.Namespace) -> int:
     from star_core.io.labels_import import describe_datasets
     from star_core.io.lake import Lake
-    from star_core.io.tables import list_feature_sets
+    from star_core.io.feature_store import list_feature_sets
 
     lake = Lake(args.lake)
     infos = describe_datasets(lake, args.dataset)

@@ -99,11 +99,12 @@ def _excluded(value: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from star_core.metrics import _SPLITS, evaluate_detections, load_activitynet_gt, load_ambiguous
+    from star_core.data import split_of_name
+    from star_core.metrics import evaluate_detections, load_activitynet_gt, load_ambiguous
 
     gt = load_activitynet_gt(args.ground_truth)
     if args.subset:
-        split = _SPLITS.get(args.subset.lower(), args.subset.lower())
+        split = split_of_name(args.subset) or args.subset.lower()
         gt = [v for v in gt if v.split == split]
         if not gt:
             raise CommandError(f"ground truth {args.ground_truth}: no videos in subset {args.subset!r}")

@@ -112,8 +112,7 @@ def _progress_bar(total: int):
 
 def _run_local(args: argparse.Namespace, cfg, features) -> int:
     from jobs.runtime import Progress, new_run_id
-    from star_core.io import fs as fsmod
-    from star_core.io import tables
+    from star_core.io import feature_store, manifests
     from star_core.io.inputs import INTERRUPTED_REASON, resolve_inputs, video_id_from_uri
     from star_core.io.lake import Lake
     from star_core.video import I3DExtractor, VideoError, extract_video
@@ -124,16 +123,16 @@ def _run_local(args: argparse.Namespace, cfg, features) -> int:
     run_id = args.run_id or new_run_id(JOB)
     extractor = I3DExtractor(features, device=args.device)
     feature_set = extractor.feature_set
-    have = set() if args.overwrite else set(tables.feature_index(lake, feature_set).column("video_id").to_pylist())
+    have = set() if args.overwrite else set(feature_store.feature_index(lake, feature_set).column("video_id").to_pylist())
     rows, todo = [], []
     failures = [{"input": item, "reason": reason} for item, reason in resolved.missing]
     for item, reason in resolved.missing:
-        rows.append(tables.manifest_row(JOB, run_id, item, "failed", reason=reason))
+        rows.append(manifests.manifest_row(JOB, run_id, item, "failed", reason=reason))
         log.warning("%s: %s", item, reason)
     for uri in uris:
         vid = video_id_from_uri(uri)
         if vid in have:
-            rows.append(tables.manifest_row(JOB, run_id, uri, "skipped", reason=f"features exist in {feature_set}"))
+            rows.append(manifests.manifest_row(JOB, run_id, uri, "skipped", reason=f"features exist in {feature_set}"))
         else:
             todo.append((uri, vid))
     log.info("feature set %s: %d input(s), %d to extract, %d already there (device %s)", feature_set, len(uris), len(todo), len(uris) - len(todo), extractor.device)
@@ -149,7 +148,7 @@ def _run_local(args: argparse.Namespace, cfg, features) -> int:
             try:
                 source, handle = _open(uri)
                 feats = extract_video(source, vid, features, extractor, source_uri=uri, flow_workers=args.flow_workers)
-                path = tables.write_features(lake, feature_set, [feats], extractor_digest=extractor.weights_digest)
+                path = feature_store.write_features(lake, feature_set, [feats], extractor_digest=extractor.weights_digest)
             except VideoError as err:
                 reason = f"{type(err).__name__}: {err.reason}"
             except (OSError, ValueError, RuntimeError) as err:  # I/O or a bad file surfacing elsewhere: record, go on
@@ -164,12 +163,16 @@ def _run_local(args: argparse.Namespace, cfg, features) -> int:
             if reason is None:
                 done += 1
                 n_segments += feats.n_segments
-                rows.append(tables.manifest_row(JOB, run_id, uri, "done", duration_s=elapsed_s, n_segments=feats.n_segments, output=fsmod.full_url(lake.fs, path)))
+                rows.append(
+                    manifests.manifest_row(
+                        JOB, run_id, uri, "done", duration_s=elapsed_s, n_segments=feats.n_segments, output=lake.uri_of(path)
+                    )
+                )
                 progress.update(done=1, segments=feats.n_segments)
             else:
                 failed += 1
                 failures.append({"input": uri, "reason": reason})
-                rows.append(tables.manifest_row(JOB, run_id, uri, "failed", reason=reason, duration_s=elapsed_s))
+                rows.append(manifests.manifest_row(JOB, run_id, uri, "failed", reason=reason, duration_s=elapsed_s))
                 log.warning("%s: %s", uri, reason)
                 progress.update(failed=1)
             seg_rate = n_segments / max(time.monotonic() - t_start, 1e-9)
@@ -177,11 +180,11 @@ def _run_local(args: argparse.Namespace, cfg, features) -> int:
             bar.update(1)
     except KeyboardInterrupt:  # the manifest names every input the run did not finish
         finished = {r["input"] for r in rows}
-        rows += [tables.manifest_row(JOB, run_id, uri, "skipped", reason=INTERRUPTED_REASON) for uri, _ in todo if uri not in finished]
+        rows += [manifests.manifest_row(JOB, run_id, uri, "skipped", reason=INTERRUPTED_REASON) for uri, _ in todo if uri not in finished]
         raise
     finally:
         bar.close()
-        manifest = tables.write_manifest(lake, JOB, run_id, rows)
+        manifest = manifests.write_manifest(lake, JOB, run_id, rows)
     elapsed_s = time.monotonic() - t_start
     summary = {
         "run_id": run_id, "feature_set": feature_set, "weights_digest": extractor.weights_digest, "lake": args.lake,

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from jobs.cli import CommandError
 from star_core.config import StorageConfig
-from star_core.labels import ALIASES, DEFAULT_SPLIT_MAP, SPLITS, ImportOptions
+from star_core.data import SPLIT_ALIASES, SPLIT_NAMES
+from star_core.labels import ALIASES, ImportOptions
 
 log = logging.getLogger("star.labels")
 MAX_LISTED = 20  # videos without features printed in the summary
@@ -70,10 +71,10 @@ def run(args: argparse.Namespace) -> int:
     from star_core.io.labels_import import import_labels
     from star_core.io.lake import Lake
 
-    split_map = dict(DEFAULT_SPLIT_MAP)
+    split_map = dict(SPLIT_ALIASES)
     for value, split in args.split_map:
-        if split not in SPLITS:
-            raise CommandError(f"--split-map {value}={split}: split must be one of {', '.join(SPLITS)}")
+        if split not in SPLIT_NAMES:
+            raise CommandError(f"--split-map {value}={split}: split must be one of {', '.join(SPLIT_NAMES)}")
         split_map[value.lower()] = split
     column_map = dict(args.column)
     opts = ImportOptions(

@@ -20,11 +20,11 @@ import logging
 from jobs.detect.config import DetectJobConfig
 from jobs.detect.planning import JOB, DetectPlan, choose_feature_set, plan_videos, processed_before, select_videos
 from jobs.detect.recording import DetectRecorder, JobResult
-from jobs.detect.running import READ_COLUMNS, RESULT_SCHEMA, DetectBatch, Loader, row_to_video
+from jobs.detect.running import READ_COLUMNS, RESULT_SCHEMA, DetectBatch, Loader
 
 __all__ = [
     "JOB", "READ_COLUMNS", "RESULT_SCHEMA", "DetectBatch", "DetectJobConfig", "DetectPlan", "JobResult", "Loader",
-    "choose_feature_set", "detect", "plan_videos", "processed_before", "row_to_video", "select_videos",
+    "choose_feature_set", "detect", "plan_videos", "processed_before", "select_videos",
 ]
 
 log = logging.getLogger("star.detect")
@@ -49,7 +49,7 @@ def detect(cfg: DetectJobConfig, loader: Loader | None = None) -> JobResult:
     from jobs import tracking
     from jobs.detect.running import extract_missing, run_pipeline
     from jobs.runtime import ensure_ray
-    from star_core.io import tables
+    from star_core.io import feature_store
     from star_core.io.lake import Lake
 
     t_start = time.monotonic()
@@ -62,7 +62,7 @@ def detect(cfg: DetectJobConfig, loader: Loader | None = None) -> JobResult:
     feature_set = choose_feature_set(lake, feature_set)
     selection, ground_truth = select_videos(lake, cfg)
     done, failed_before = processed_before(lake, model.name, model.version)
-    plan = plan_videos(tables.feature_index(lake, feature_set), selection, done, failed_before, retry_failed=cfg.retry_failed)
+    plan = plan_videos(feature_store.feature_index(lake, feature_set), selection, done, failed_before, retry_failed=cfg.retry_failed)
     log.info(
         "model %s v%s, feature set %s: %d selected, %d already done, %d failed before on unchanged features, "
         "%d without features, %d to process",

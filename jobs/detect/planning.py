@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from jobs.detect.config import DetectJobConfig
 from star_core.io import detections as detio
-from star_core.io import tables
+from star_core.io import datasets, feature_store, manifests
 from star_core.io.lake import Lake
 
 JOB = "detect"
@@ -52,7 +52,7 @@ def plan_videos(
     """Split the selection into videos to process, already done, failed before, and without features.
 
     Args:
-        index: the feature index (``tables.feature_index``): ``video_id``, ``path``, ``created_at``, ...
+        index: the feature index (``feature_store.feature_index``): ``video_id``, ``path``, ``created_at``, ...
         selection: video ids of the input selection; None: every video of the index.
         done: videos this model version has processed (:func:`processed_before`).
         failed_before: videos whose latest attempt failed -> when it failed.
@@ -102,14 +102,14 @@ def processed_before(lake: Lake, model_name: str, model_version: str) -> tuple[s
     """
     done = detio.detected_video_ids(lake, model_name, model_version)
     prefix = lake.uri_of(lake.detections_dir(model_name, model_version)) + "/"
-    done_in_manifests, failed = prior_outcomes(tables.read_manifests(lake, JOB), prefix)
+    done_in_manifests, failed = prior_outcomes(manifests.read_manifests(lake, JOB), prefix)
     done |= done_in_manifests
     return done, {vid: at for vid, at in failed.items() if vid not in done}
 
 
 def choose_feature_set(lake: Lake, requested: str | None) -> str:
     """The feature set to read: the requested one, or the lake's only one."""
-    found = tables.list_feature_sets(lake)
+    found = feature_store.list_feature_sets(lake)
     if requested:
         if requested not in found:
             raise ValueError(f"lake {lake.uri}: no feature set {requested!r} (found: {', '.join(found) or 'none'})")
@@ -123,7 +123,7 @@ def choose_feature_set(lake: Lake, requested: str | None) -> str:
 def select_videos(lake: Lake, cfg: DetectJobConfig) -> tuple[list[str] | None, dict[str, Any]]:
     """Video ids of the input selection (None: the whole feature set), and the ground truth by video."""
     if cfg.dataset:
-        ds = tables.load_dataset(lake, cfg.dataset, cfg.dataset_version)
+        ds = datasets.load_dataset(lake, cfg.dataset, cfg.dataset_version)
         videos = [v for v in ds.videos if cfg.split is None or v.split == cfg.split]
         if not videos:
             raise ValueError(f"dataset {cfg.dataset!r} v{ds.version} has no videos{f' in split {cfg.split!r}' if cfg.split else ''}")

@@ -24,7 +24,7 @@ from jobs.detect.config import DetectJobConfig
 from jobs.detect.planning import JOB, DetectPlan, selection_text
 from star_core.data import Detection
 from star_core.io import detections as detio
-from star_core.io import schemas, tables
+from star_core.io import manifests, schemas
 from star_core.io.lake import Lake
 
 log = logging.getLogger("star.detect")
@@ -160,9 +160,9 @@ class DetectRecorder:
         result.failures = [(vid, f"extraction failed: {extract_failures[vid]}") for vid in unextracted]
         if plan.missing:
             rows = [
-                tables.manifest_row(JOB, self.run_id, vid, "failed", reason=f"extraction failed: {extract_failures[vid]}")
+                manifests.manifest_row(JOB, self.run_id, vid, "failed", reason=f"extraction failed: {extract_failures[vid]}")
                 if vid in extract_failures
-                else tables.manifest_row(JOB, self.run_id, vid, "skipped", reason=f"no features in feature set {self.result.feature_set!r}")
+                else manifests.manifest_row(JOB, self.run_id, vid, "skipped", reason=f"no features in feature set {self.result.feature_set!r}")
                 for vid in plan.missing
             ]
             self.manifest_parts.append(_manifest(rows))
@@ -208,7 +208,7 @@ class DetectRecorder:
             done = r["status"] == "done"
             output = file_uri if done and r["labels"] else partition_uri
             manifest.append(
-                tables.manifest_row(
+                manifests.manifest_row(
                     JOB, run_id, r["video_id"], r["status"], reason=r["reason"], duration_s=r["model_s"],
                     n_segments=r["n_segments"], output=output,
                 )
@@ -231,7 +231,7 @@ class DetectRecorder:
 
         result = self.result
         rows = pa.concat_tables(self.manifest_parts).to_pylist() if self.manifest_parts else []
-        result.manifest_uri = self.lake.uri_of(tables.write_manifest(self.lake, JOB, self.run_id, rows))
+        result.manifest_uri = self.lake.uri_of(manifests.write_manifest(self.lake, JOB, self.run_id, rows))
         result.elapsed_s = time.monotonic() - self.t_start
         pngs = plot_timelines(self.timelines, ground_truth, self.cfg.timelines_logged) if status == "FINISHED" else {}
         tracking.finish_detect_run(

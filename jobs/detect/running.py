@@ -15,13 +15,13 @@ import os
 import time
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.detect.config import DetectJobConfig
 from star_core.data import Detection, VideoFeatures
 from star_core.io import fs as fsmod
+from star_core.io.feature_store import feature_streams, row_to_video
 from star_core.io.lake import Lake
 from star_core.video.config import FeatureConfig
 
@@ -49,38 +49,6 @@ Loader = Callable[[str], tuple[Any, Any]]  # model_uri -> (StarDetector, ModelRe
 
 
 # ----- the actor ------------------------------------------------------------------------------
-def _row_streams(batch: pa.Table, stream: str) -> tuple[np.ndarray, np.ndarray]:
-    """Flat float32 values and int64 offsets of a large_list<float32> column (zero copy when possible)."""
-    col = batch.column(stream).combine_chunks()
-    values = col.values.to_numpy(zero_copy_only=False)
-    offsets = col.offsets.to_numpy(zero_copy_only=False)
-    return values, offsets
-
-
-def row_to_video(batch: pa.Table, i: int, streams: dict[str, tuple[np.ndarray, np.ndarray]]) -> VideoFeatures:
-    """Row ``i`` of a features batch as :class:`VideoFeatures`; ValueError naming the video when corrupt."""
-    video_id = batch.column("video_id")[i].as_py()
-    n, d = batch.column("n_segments")[i].as_py(), batch.column("feat_dim")[i].as_py()
-    arrays = {}
-    for name, (values, offsets) in streams.items():
-        flat = values[offsets[i] : offsets[i + 1]]  # (n * d,)
-        if n is None or d is None or n <= 0 or d <= 0 or flat.size != n * d:
-            raise ValueError(f"video {video_id!r}: {name} holds {flat.size} floats, expected n_segments*feat_dim = {n}*{d}")
-        arr = flat.reshape(n, d)  # (N, D)
-        if not np.isfinite(arr).all():
-            raise ValueError(f"video {video_id!r}: {name} features contain NaN or Inf")
-        arrays[name] = arr
-    return VideoFeatures(
-        video_id=video_id,
-        rgb=arrays["rgb"],
-        flow=arrays["flow"],
-        fps=batch.column("fps")[i].as_py(),
-        segment_frames=batch.column("segment_frames")[i].as_py(),
-        duration_s=batch.column("duration_s")[i].as_py(),
-        source_uri=batch.column("source_uri")[i].as_py(),
-    )
-
-
 class DetectBatch:
     """Ray Data callable class: loads the model once per actor, detects a batch of feature rows.
 
@@ -106,7 +74,7 @@ class DetectBatch:
         n_rows = batch.num_rows
         results: list[dict[str, Any]] = [{} for _ in range(n_rows)]
         videos: list[tuple[int, VideoFeatures]] = []
-        streams = {s: _row_streams(batch, s) for s in ("rgb", "flow")}
+        streams = feature_streams(batch)
         for i in range(n_rows):
             try:
                 videos.append((i, row_to_video(batch, i, streams)))

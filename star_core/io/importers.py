@@ -39,7 +39,7 @@ import numpy as np
 
 from star_core.data import Instance, VideoFeatures, VideoLabels
 from star_core.io import fs as fsmod
-from star_core.io import tables
+from star_core.io import datasets, feature_store
 from star_core.io.lake import Lake
 from star_core.io.npy import read_npy
 from star_core.metrics import THUMOS14_EXCLUDED, parse_ambiguous
@@ -279,7 +279,7 @@ def write_feature_shards(lake: Lake, feature_set: str, videos: Sequence[VideoFea
     paths = []
     for start in range(0, len(videos), shard_videos):
         chunk = videos[start : start + shard_videos]
-        paths.append(tables.write_features(lake, feature_set, chunk, extractor_digest=feature_set))
+        paths.append(feature_store.write_features(lake, feature_set, chunk, extractor_digest=feature_set))
         if on_progress:
             on_progress(start + len(chunk), len(videos))
     return paths
@@ -291,7 +291,7 @@ def _as_lake(lake: Lake | str) -> Lake:
 
 def _finish(lake: Lake, dataset: str, classes: Sequence[str], labels: list[VideoLabels], feats: list[VideoFeatures], feature_set: str, source: dict, shard_videos: int, on_progress: ProgressFn | None) -> ImportResult:
     paths = write_feature_shards(lake, feature_set, feats, shard_videos, on_progress)
-    version, created = tables.save_dataset(lake, dataset, classes, labels, source=source)
+    version, created = datasets.save_dataset(lake, dataset, classes, labels, source=source)
     splits = dict(Counter(v.split for v in labels))
     return ImportResult(
         dataset=dataset,
@@ -406,13 +406,3 @@ def import_wtalc(
         "provenance": ann.provenance,
     }
     return _finish(lake, dataset, ann.classes, labels, feats, feature_set, source, shard_videos, on_progress)
-
-
-def dataset_source(lake: Lake | str, dataset: str, version: int | None = None) -> dict:
-    """The ``source`` record (format, feature set, protocol) stored with a dataset version."""
-    lake = _as_lake(lake)
-    versions = tables.dataset_versions(lake, dataset)
-    if not versions:
-        raise KeyError(f"lake {lake.uri}: no dataset named {dataset!r}")
-    version = versions[-1] if version is None else int(version)
-    return lake.read_json(f"{lake.labels_dir(dataset, version)}/dataset.json").get("source", {})

@@ -4,7 +4,7 @@ Reads CSV/TSV, JSON Lines, Parquet, a JSON array of row objects, or an ActivityN
 (``{"database": {video: {"subset", "duration", "annotations": [{"segment", "label"}]}}}``) from
 a local path or any fsspec URI (``s3://``, ``memory://``; ``.gz`` etc. are decompressed), hands
 the rows to the pure validation in :mod:`star_core.labels`, checks which videos already have
-features in the lake, and stores the result with :func:`star_core.io.tables.save_dataset`
+features in the lake, and stores the result with :func:`star_core.io.datasets.save_dataset`
 (same content: no-op; changed content: a new version).
 """
 
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from star_core.io import fs as fsmod
-from star_core.io import tables
+from star_core.io import datasets, feature_store
 from star_core.io.inputs import VIDEO_EXTENSIONS, video_id_from_uri
 from star_core.io.lake import Lake, check_name
 from star_core.labels import ImportOptions, LabelsError, RawRow, parse_rows, resolve_columns
@@ -269,10 +269,10 @@ def feature_durations(lake: Lake, feature_sets: Sequence[str] | None = None) -> 
         lake: the lake.
         feature_sets: the sets to look at; None means all in the lake.
     """
-    names = tables.list_feature_sets(lake) if feature_sets is None else list(feature_sets)
+    names = feature_store.list_feature_sets(lake) if feature_sets is None else list(feature_sets)
     out = {}
     for name in names:
-        index = tables.feature_index(lake, name)
+        index = feature_store.feature_index(lake, name)
         out[name] = dict(zip(index.column("video_id").to_pylist(), index.column("duration_s").to_pylist()))
     return out
 
@@ -348,7 +348,7 @@ def import_labels(
         },
         "columns": columns,
     }
-    version, created = tables.save_dataset(lake, dataset, parsed.classes, parsed.videos, source=source)
+    version, created = datasets.save_dataset(lake, dataset, parsed.classes, parsed.videos, source=source)
     splits: dict[str, int] = {}
     for v in parsed.videos:
         splits[v.split] = splits.get(v.split, 0) + 1
@@ -379,10 +379,10 @@ def describe_datasets(lake: Lake, name: str | None = None) -> list[dict]:
     """
     coverage = feature_durations(lake)
     out = []
-    for meta in tables.list_datasets(lake):
+    for meta in datasets.list_datasets(lake):
         if name is not None and meta["name"] != name:
             continue
-        ds = tables.load_dataset(lake, meta["name"], meta["version"])
+        ds = datasets.load_dataset(lake, meta["name"], meta["version"])
         splits: dict[str, int] = {}
         features: dict[str, dict[str, int]] = {fs_name: {} for fs_name in coverage}
         for v in ds.videos:

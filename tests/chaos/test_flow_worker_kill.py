@@ -51,13 +51,13 @@ def _setup_lake(lake_uri: str) -> tuple[str, dict[str, int]]:
 
     from jobs import tracking
     from star_core.detector import StarDetector
-    from star_core.io import tables
+    from star_core.io import feature_store
     from star_core.io.lake import Lake
     from star_core.model.config import LocalizeConfig
     from tests.jobs.test_detect_job import D, make_pair
 
     videos = [make_pair(f"n{i:02d}", i % 2, n=24, seed=i)[0] for i in range(N_VIDEOS)]
-    tables.write_features(Lake(lake_uri), "fs", videos)
+    feature_store.write_features(Lake(lake_uri), "fs", videos)
     torch.manual_seed(5)  # detects actions on every video (see test_worker_kills.test_detect_actor_killed_mid_detection)
     detector = StarDetector(classes=("CricketShot", "Diving"), feat_dim=D, localize_cfg=LocalizeConfig(min_class_prob=0.0)).eval()
     expected = {v.video_id: len(detector.detect(v)) for v in videos}
@@ -113,7 +113,7 @@ def _delete_zombie_automation(stack: Stack) -> None:
 
 def test_prefect_worker_killed_during_flow_run(prefect_server, ray_address, tmp_path):
     from star_core.io import detections as detio
-    from star_core.io import tables
+    from star_core.io import manifests
     from star_core.io.lake import Lake
 
     lake_uri = str(tmp_path / "lake")
@@ -170,7 +170,7 @@ def test_prefect_worker_killed_during_flow_run(prefect_server, ray_address, tmp_
         assert stack.flow_run(rerun_id).state.type.value == "COMPLETED"
         rows = detio.read_detections(lake, detio.model_files(lake, model, "1"))
         assert dict(collections.Counter(rows.column("video_id").to_pylist())) == expected, "each video's detections exactly once"
-        manifest = [(r["input"], r["status"]) for r in tables.read_manifests(lake, "detect").to_pylist()]
+        manifest = [(r["input"], r["status"]) for r in manifests.read_manifests(lake, "detect").to_pylist()]
         assert sorted(manifest) == [(v, "done") for v in sorted(expected)], manifest
         assert stack.flow_run(killed_id).state.type.value == "CRASHED"
         print(f"killed {len(pids)} processes (worker + flow run); Crashed {t_crashed_s:.0f} s after the kill (window {WINDOW_S} s); "

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def test_s3_server_restarted_mid_extraction(videos_dir, s3_lake_uri, ray_address, tmp_path):  # noqa: F811
-    from star_core.io import tables
+    from star_core.io import feature_store, manifests
     from star_core.io.lake import Lake
 
     def command(run_id: str) -> list[str]:
@@ -44,10 +44,10 @@ def test_s3_server_restarted_mid_extraction(videos_dir, s3_lake_uri, ray_address
         rc = proc.wait(timeout=600)
     out = text()
     lake = Lake(s3_lake_uri)
-    fs = tables.list_feature_sets(lake)
-    ids = tables.feature_index(lake, fs[0]).column("video_id").to_pylist() if fs else []
+    fs = feature_store.list_feature_sets(lake)
+    ids = feature_store.feature_index(lake, fs[0]).column("video_id").to_pylist() if fs else []
     assert len(ids) == len(set(ids)), f"a video stored twice: {sorted(ids)}"
-    rows = tables.read_manifest(lake, "extract", "s3-restart").to_pylist()
+    rows = manifests.read_manifest(lake, "extract", "s3-restart").to_pylist()
     status = {r["input"].rsplit("/", 1)[-1][: -len(".mp4")]: r["status"] for r in rows}
     # S3 down 3 s: the clients' retries (botocore, s3fs) cover the gap and the job finishes.
     assert rc == 0, f"extract exited {rc} after the S3 server restart\n{out[-4000:]}"
@@ -56,10 +56,10 @@ def test_s3_server_restarted_mid_extraction(videos_dir, s3_lake_uri, ray_address
     # The rerun completes: every video exactly once.
     again = subprocess.run(command("s3-rerun"), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    fs = tables.list_feature_sets(lake)
-    ids = tables.feature_index(lake, fs[0]).column("video_id").to_pylist()
+    fs = feature_store.list_feature_sets(lake)
+    ids = feature_store.feature_index(lake, fs[0]).column("video_id").to_pylist()
     assert sorted(ids) == sorted(VIDEOS), f"each video exactly once after the rerun: {sorted(ids)}"
-    rerun = {r["input"].rsplit("/", 1)[-1][: -len(".mp4")]: r["status"] for r in tables.read_manifest(lake, "extract", "s3-rerun").to_pylist()}
+    rerun = {r["input"].rsplit("/", 1)[-1][: -len(".mp4")]: r["status"] for r in manifests.read_manifest(lake, "extract", "s3-rerun").to_pylist()}
     assert rerun == dict.fromkeys(VIDEOS, "skipped"), rerun  # nothing extracted twice
     assert "videos: 1 done" in at_restart or "videos: 2 done" in at_restart  # the restart landed with videos to go
 

@@ -92,7 +92,7 @@ def videos_dir(tmp_path_factory):
 
 
 def test_i3d_actor_killed_mid_extraction(videos_dir, ray_address, tmp_path):
-    from star_core.io import tables
+    from star_core.io import feature_store, manifests
     from star_core.io.lake import Lake
 
     lake_uri = str(tmp_path / "lake")
@@ -114,18 +114,18 @@ def test_i3d_actor_killed_mid_extraction(videos_dir, ray_address, tmp_path):
     assert rc == 0, f"extract exited {rc} after the I3D actor (pid {killed}) was killed\n{out[-4000:]}"
 
     lake = Lake(lake_uri)
-    fs = tables.list_feature_sets(lake)
+    fs = feature_store.list_feature_sets(lake)
     assert len(fs) == 1
-    ids = tables.feature_index(lake, fs[0]).column("video_id").to_pylist()
+    ids = feature_store.feature_index(lake, fs[0]).column("video_id").to_pylist()
     assert sorted(ids) == sorted(VIDEOS), f"each video exactly once, none lost: {sorted(ids)}\n{out[-3000:]}"
-    rows = tables.read_manifest(lake, "extract", "chaos-kill").to_pylist()
+    rows = manifests.read_manifest(lake, "extract", "chaos-kill").to_pylist()
     assert sorted((r["input"].rsplit("/", 1)[-1], r["status"]) for r in rows) == [(f"{v}.mp4", "done") for v in sorted(VIDEOS)], rows
 
     # A rerun finds everything done: nothing extracted twice.
     again = subprocess.run(command("chaos-rerun"), cwd=REPO, env={**os.environ, "RAY_ADDRESS": ray_address}, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert sorted(tables.feature_index(lake, fs[0]).column("video_id").to_pylist()) == sorted(VIDEOS)
-    rerun = [r["status"] for r in tables.read_manifest(lake, "extract", "chaos-rerun").to_pylist()]
+    assert sorted(feature_store.feature_index(lake, fs[0]).column("video_id").to_pylist()) == sorted(VIDEOS)
+    rerun = [r["status"] for r in manifests.read_manifest(lake, "extract", "chaos-rerun").to_pylist()]
     assert rerun == ["skipped"] * len(VIDEOS), rerun
 
 
@@ -176,7 +176,7 @@ def test_detect_actor_killed_mid_detection(ray_address, tmp_path, monkeypatch):
     from jobs import tracking
     from star_core.detector import StarDetector
     from star_core.io import detections as detio
-    from star_core.io import tables
+    from star_core.io import feature_store, manifests
     from star_core.io.lake import Lake
     from star_core.model.config import LocalizeConfig
     from tests.jobs.test_detect_job import D, make_pair
@@ -186,7 +186,7 @@ def test_detect_actor_killed_mid_detection(ray_address, tmp_path, monkeypatch):
     lake = Lake(lake_uri)
     videos = [make_pair(f"d{i:02d}", i % 2, n=24, seed=i)[0] for i in range(N_DETECT)]
     for k in range(0, N_DETECT, 8):  # several feature files, like several extraction shards
-        tables.write_features(lake, "fs", videos[k : k + 8])
+        feature_store.write_features(lake, "fs", videos[k : k + 8])
     # Untrained, every class kept: each video gets detections, so lost or doubled rows show in the counts.
     torch.manual_seed(5)  # an initialisation that detects 6..20 actions on every one of these videos (some seeds find none on a few)
     detector = StarDetector(classes=("CricketShot", "Diving"), feat_dim=D, localize_cfg=LocalizeConfig(min_class_prob=0.0)).eval()
@@ -225,7 +225,7 @@ def test_detect_actor_killed_mid_detection(ray_address, tmp_path, monkeypatch):
     assert dict(per_video) == expected, "each video's detections exactly once: none lost, none doubled"
     assert rows.num_rows == first["detections_written"] == sum(expected.values())
     assert set(rows.column("run_id").to_pylist()) == {first["run_id"]}
-    manifest = tables.read_manifest(lake, "detect", first["run_id"]).to_pylist()
+    manifest = manifests.read_manifest(lake, "detect", first["run_id"]).to_pylist()
     assert sorted((r["input"], r["status"]) for r in manifest) == [(v, "done") for v in sorted(expected)]
     assert tracking.client(uri).get_run(first["run_id"]).info.status == "FINISHED"
 

@@ -39,7 +39,7 @@ EPOCHS = 3
 
 def _write_lake(lake_uri: str) -> tuple[list, list]:
     """Features + a train/test dataset of synthetic videos in the lake; returns (classes, pairs) of a held-back video."""
-    from star_core.io import tables
+    from star_core.io import datasets, feature_store
     from star_core.io.lake import Lake
 
     classes, pairs = make_videos(n_videos=11, n_classes=3, feat_dim=16, n_segments=(30, 40), seed=3)
@@ -49,8 +49,8 @@ def _write_lake(lake_uri: str) -> tuple[list, list]:
     for i, (feats, lab) in enumerate(stored):
         lab.split = "test" if i >= 7 else "train"
         labels.append(lab)
-    tables.write_features(lake, "synth16", [f for f, _ in stored])
-    tables.save_dataset(lake, DATASET, classes, labels, source={"generator": "tests.star_core.synthetic"})
+    feature_store.write_features(lake, "synth16", [f for f, _ in stored])
+    datasets.save_dataset(lake, DATASET, classes, labels, source={"generator": "tests.star_core.synthetic"})
     return classes, held
 
 
@@ -207,10 +207,10 @@ def test_train_and_nightly_deployments(prefect_server, s3, mlflow_server, ray_ad
         assert set(detected) <= {f"video_{i:03d}" for i in range(10)}
 
         # One new video arrives (its features), then the next night runs.
-        from star_core.io import tables
+        from star_core.io import feature_store, manifests
         from star_core.io.lake import Lake
 
-        tables.write_features(Lake(s3_lake_uri), "synth16", [held[0][0]])
+        feature_store.write_features(Lake(s3_lake_uri), "synth16", [held[0][0]])
         night2 = stack.run_deployment("star/nightly-detect", common, timeout_s=600)
         t_end = time.monotonic()
         counts2 = {r["step"]: r for r in stack.artifacts(night2)["star-nightly-detect-counts"]}
@@ -219,8 +219,8 @@ def test_train_and_nightly_deployments(prefect_server, s3, mlflow_server, ray_ad
         # Earlier rows untouched (no duplicates), the new video's rows added if the model found actions.
         assert {k: v for k, v in detected2.items() if k != held[0][0].video_id} == detected
 
-        manifests = tables.read_manifests(Lake(s3_lake_uri), "detect")
-        done = [r["input"] for r in manifests.to_pylist() if r["status"] == "done"]
+        manifest_rows = manifests.read_manifests(Lake(s3_lake_uri), "detect")
+        done = [r["input"] for r in manifest_rows.to_pylist() if r["status"] == "done"]
         assert sorted(done) == sorted([f"video_{i:03d}" for i in range(10)] + [held[0][0].video_id])  # each video done exactly once
         print(f"timings: setup {t_setup - t0:.1f} s, train run {t_train - t_setup:.1f} s, two nightly runs {t_end - t_train:.1f} s, total {t_end - t0:.1f} s")
     except BaseException:
@@ -234,7 +234,7 @@ def test_bare_deployment_runs_after_the_quickstart(prefect_server, ray_address, 
     """``star demo`` in a directory, then the README's Prefect steps from it: the bare commands
     ``prefect deployment run star/train`` and ``star/nightly-detect`` (no parameters, no STAR_LAKE_URI,
     no MLflow server) train and detect on ``./star-lake`` of the worker's directory."""
-    from star_core.io import tables
+    from star_core.io import datasets, feature_store
     from star_core.io.lake import Lake
 
     quickstart = tmp_path / "quickstart"
@@ -242,8 +242,8 @@ def test_bare_deployment_runs_after_the_quickstart(prefect_server, ray_address, 
     classes, pairs = make_videos(n_videos=6, n_classes=2, feat_dim=16, n_segments=(20, 30), seed=5)
     for i, (_, lab) in enumerate(pairs):
         lab.split = "test" if i >= 4 else "train"
-    tables.write_features(lake, "demo16", [f for f, _ in pairs])
-    tables.save_dataset(lake, "demo", classes, [lab for _, lab in pairs], source={"feature_set": "demo16"})
+    feature_store.write_features(lake, "demo16", [f for f, _ in pairs])
+    datasets.save_dataset(lake, "demo", classes, [lab for _, lab in pairs], source={"feature_set": "demo16"})
     # The worker is started from the quickstart directory by a shell (PWD), with the user's plain environment.
     stack = Stack(prefect_server, "", tmp_path)
     stack.workdir, stack.worker_log = quickstart, tmp_path / "bare-worker.log"

@@ -39,7 +39,7 @@ def test_resolve_dataset_only_or_most_recent(tmp_path, caplog):
     from flows.params import resolve_dataset
     from star_core.data import VideoLabels
     from star_core.io.lake import Lake
-    from star_core.io.tables import save_dataset
+    from star_core.io.datasets import save_dataset
 
     lake = Lake(str(tmp_path / "lake"))
     with pytest.raises(ValueError, match="holds no dataset"):

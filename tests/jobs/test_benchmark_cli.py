@@ -11,7 +11,7 @@ from jobs.benchmark import TABLE1, module_config
 from jobs.cli import main
 from star_core.config import StarConfig
 from star_core.data import Detection
-from star_core.io import tables
+from star_core.io import datasets
 from star_core.io.lake import Lake
 from star_core.metrics import evaluate_detections
 
@@ -21,7 +21,7 @@ FAST = ["--set", "train.lr=3e-3", "--set", "train.batch_size=4", "--set", "model
 
 def _chance_map(lake: Lake, dataset: str, seed: int = 0, draws: int = 5) -> float:
     """avg mAP(0.1:0.7) of random detections: random class, random position, ground-truth-like lengths."""
-    ds = tables.load_dataset(lake, dataset)
+    ds = datasets.load_dataset(lake, dataset)
     test = ds.split("test")
     lengths = [i.t_end_s - i.t_start_s for v in ds.videos for i in v.instances]
     rng = np.random.default_rng(seed)

@@ -49,12 +49,12 @@ def test_demo_runs_end_to_end_from_an_empty_directory(ray_address, tmp_path):
     assert (lake_dir / "mlflow.db").is_file()  # the training worker logged to the same SQLite file
     lake = Lake(str(lake_dir))
     from jobs import tracking
-    from star_core.io import tables
+    from star_core.io import manifests
 
     mv = tracking.client(f"sqlite:///{lake_dir / 'mlflow.db'}").get_model_version_by_alias("star", "champion")
     video_ids = {p.stem for p in (tmp_path / "star-demo-videos").glob("*.mp4")}
     assert len(video_ids) == 4
-    done = [r["input"] for r in tables.read_manifests(lake, "detect").to_pylist() if r["status"] == "done"]
+    done = [r["input"] for r in manifests.read_manifests(lake, "detect").to_pylist() if r["status"] == "done"]
     assert sorted(done) == sorted(video_ids), report[-3000:]  # every video through the registered model, once
     files = detections.model_files(lake, "star", mv.version)
     if files:  # a 3-epoch model may find nothing; what it found belongs to these videos

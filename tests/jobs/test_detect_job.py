@@ -26,7 +26,7 @@ from jobs.detect import RESULT_SCHEMA, DetectBatch, DetectJobConfig, JobResult, 
 from star_core.config import StarConfig, replace
 from star_core.data import Instance, VideoFeatures, VideoLabels
 from star_core.detector import StarDetector
-from star_core.io import schemas, tables
+from star_core.io import datasets, feature_store, manifests, schemas
 from star_core.io.lake import Lake
 
 D = 32  # feature dim of the synthetic features
@@ -59,7 +59,7 @@ def tiny_config(epochs: int = 5) -> StarConfig:
 
 # ----- fast: the actor and the incremental rule, no Ray ------------------------------------
 def _features_batch(videos: list[VideoFeatures]) -> pa.Table:
-    return tables.features_to_table(videos, "fs").select([n for n in schemas.FEATURES.names])
+    return feature_store.features_to_table(videos, "fs").select([n for n in schemas.FEATURES.names])
 
 
 def test_detect_batch_reports_corrupt_rows_and_keeps_the_rest():
@@ -100,13 +100,13 @@ def test_processed_before_counts_empty_done_and_latest_failure(tmp_path):
     part = lake.url("detections", "model=star-v1", "date=2026-11-20") + "/"
     other = lake.url("detections", "model=star-v10", "date=2026-11-20") + "/"
     rows = [
-        tables.manifest_row("detect", "r1", "empty", "done", output=part),  # no action found: no detection rows
-        tables.manifest_row("detect", "r1", "flaky", "failed", reason="x", output=part),
-        tables.manifest_row("detect", "r1", "v10only", "done", output=other),  # another model version
-        tables.manifest_row("detect", "r1", "broken", "failed", reason="NaN", output=part),
+        manifests.manifest_row("detect", "r1", "empty", "done", output=part),  # no action found: no detection rows
+        manifests.manifest_row("detect", "r1", "flaky", "failed", reason="x", output=part),
+        manifests.manifest_row("detect", "r1", "v10only", "done", output=other),  # another model version
+        manifests.manifest_row("detect", "r1", "broken", "failed", reason="NaN", output=part),
     ]
-    tables.write_manifest(lake, "detect", "r1", rows)
-    tables.write_manifest(lake, "detect", "r2", [tables.manifest_row("detect", "r2", "flaky", "done", output=part)])
+    manifests.write_manifest(lake, "detect", "r1", rows)
+    manifests.write_manifest(lake, "detect", "r2", [manifests.manifest_row("detect", "r2", "flaky", "done", output=part)])
     done, failed = processed_before(lake, "star", "1")
     assert done == {"empty", "flaky"}
     assert set(failed) == {"broken"}
@@ -140,7 +140,7 @@ def registered_model(mlflow_server):
 
 def _write_corrupt_length(lake: Lake, video: VideoFeatures) -> None:
     """A feature row whose rgb/flow hold fewer floats than n_segments*feat_dim says."""
-    table = tables.features_to_table([video], "fs")
+    table = feature_store.features_to_table([video], "fs")
     table = table.set_column(table.schema.get_field_index("n_segments"), "n_segments", pa.array([video.n_segments + 2], pa.int32()))
     lake.write_table(f"{lake.features_dir('fs')}/part-corrupt.parquet", table, schemas.FEATURES)
 
@@ -163,11 +163,11 @@ def test_detect_on_s3_with_registry_incremental(s3_lake_uri, ray_address, mlflow
     bad_nan, gt_nan = make_pair("bad_nan", 0, seed=50)
     bad_nan.rgb[7, 3] = np.nan
     bad_len, gt_len = make_pair("bad_len", 1, seed=51)
-    tables.write_features(lake, "fs", [p[0] for p in pairs[:3]] + [bad_nan])
-    tables.write_features(lake, "fs", [p[0] for p in pairs[3:]])
+    feature_store.write_features(lake, "fs", [p[0] for p in pairs[:3]] + [bad_nan])
+    feature_store.write_features(lake, "fs", [p[0] for p in pairs[3:]])
     _write_corrupt_length(lake, bad_len)
     no_features = VideoLabels("nofeat", "test", ("Diving",), (1,))
-    tables.save_dataset(lake, "toy", CLASSES, [p[1] for p in pairs] + [gt_nan, gt_len, no_features])
+    datasets.save_dataset(lake, "toy", CLASSES, [p[1] for p in pairs] + [gt_nan, gt_len, no_features])
     base = DetectJobConfig(lake_uri=s3_lake_uri, dataset="toy", model_uri=f"models:/{name}@champion", ray_address=ray_address, batch_size=4, timelines_logged=2)
 
     # --- first run: 5 processed, 2 corrupt rows reported, 1 video without features skipped
@@ -186,7 +186,7 @@ def test_detect_on_s3_with_registry_incremental(s3_lake_uri, ray_address, mlflow
     assert set(rows.column("video_id").to_pylist()) <= {p[0].video_id for p in pairs}
     assert set(rows.column("model_version").to_pylist()) == {version}
     assert set(rows.column("label").to_pylist()) <= set(CLASSES)
-    manifest = tables.read_manifest(lake, "detect", r1.run_id)
+    manifest = manifests.read_manifest(lake, "detect", r1.run_id)
     status = dict(zip(manifest.column("input").to_pylist(), manifest.column("status").to_pylist()))
     assert status == {**{p[0].video_id: "done" for p in pairs}, "bad_nan": "failed", "bad_len": "failed", "nofeat": "skipped"}
 
@@ -226,11 +226,11 @@ def test_detect_on_s3_with_registry_incremental(s3_lake_uri, ray_address, mlflow
 
     # --- a video added later is the only one processed next time
     late, gt_late = make_pair("late", 1, seed=77)
-    tables.write_features(lake, "fs", [late])
-    tables.save_dataset(lake, "toy", CLASSES, [p[1] for p in pairs] + [gt_nan, gt_len, no_features, gt_late])
+    feature_store.write_features(lake, "fs", [late])
+    datasets.save_dataset(lake, "toy", CLASSES, [p[1] for p in pairs] + [gt_nan, gt_len, no_features, gt_late])
     r3 = detect(dataclasses.replace(base, date=DATE2))
     assert (r3.processed, r3.failed) == (1, 0)
-    manifest = tables.read_manifest(lake, "detect", r3.run_id)
+    manifest = manifests.read_manifest(lake, "detect", r3.run_id)
     done = [i for i, s in zip(manifest.column("input").to_pylist(), manifest.column("status").to_pylist()) if s == "done"]
     assert done == ["late"]
     new_files = sorted(set(_detection_files(lake)) - set(files))
@@ -277,8 +277,8 @@ def test_detect_videos_extracts_missing_features_first(tmp_path, ray_address, mo
     assert (r.processed, r.failed, r.skipped) == (2, 1, 0)
     assert r.failures[0][0] == "broken" and r.failures[0][1].startswith("extraction failed:")
     lake = Lake(lake_uri)
-    assert r.feature_set in tables.list_feature_sets(lake)
-    manifest = tables.read_manifest(lake, "detect", r.run_id)
+    assert r.feature_set in feature_store.list_feature_sets(lake)
+    manifest = manifests.read_manifest(lake, "detect", r.run_id)
     assert dict(zip(manifest.column("input").to_pylist(), manifest.column("status").to_pylist())) == {"clip_a": "done", "clip_b": "done", "broken": "failed"}
     rows = _parquet_rows(lake, _detection_files(lake)) if _detection_files(lake) else schemas.DETECTIONS.empty_table()
     assert rows.num_rows == r.detections_written and set(rows.column("video_id").to_pylist()) <= {"clip_a", "clip_b"}

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from jobs.cli import main
-from star_core.io import tables
+from star_core.io import feature_store, manifests
 from star_core.io.lake import Lake
 from tests.star_core.video.videos import moving_texture_frames, write_audio, write_index_video, write_video
 
@@ -53,11 +53,11 @@ def test_extract_batch_goes_on_past_bad_files(tmp_path, capsys):
     assert "farneback" in summary["feature_set"] and summary["weights_digest"] == "random-he"
 
     lake = Lake(lake_uri)
-    feats = {f.video_id: f for f in tables.read_features(lake, summary["feature_set"])}
+    feats = {f.video_id: f for f in feature_store.read_features(lake, summary["feature_set"])}
     assert set(feats) == {"good_a", "good_b"}
     assert feats["good_a"].rgb.shape == (3, 1024) and feats["good_a"].fps == 25.0
     assert feats["good_b"].duration_s == pytest.approx(50 / 30, abs=1e-3)
-    manifest = tables.read_manifests(lake, "extract").to_pylist()
+    manifest = manifests.read_manifests(lake, "extract").to_pylist()
     status = {r["input"].rsplit("/", 1)[-1]: r for r in manifest}
     assert status["good_a.mp4"]["status"] == "done" and status["good_a.mp4"]["n_segments"] == 3
     assert status["good_a.mp4"]["output"].endswith(".parquet")
@@ -92,7 +92,7 @@ def test_missing_inputs_are_per_input_failures(tmp_path, capsys):
     assert reasons[str(missing)].startswith("MissingInputError: input") and "does not exist" in reasons[str(missing)]
     assert "the glob matches no video files" in reasons[str(no_match)]
     assert reasons[no_list].startswith("MissingInputError: list file")
-    manifest = {r["input"]: r for r in tables.read_manifests(Lake(str(tmp_path / "lake")), "extract").to_pylist()}
+    manifest = {r["input"]: r for r in manifests.read_manifests(Lake(str(tmp_path / "lake")), "extract").to_pylist()}
     assert manifest[str(missing)]["status"] == "failed" and manifest[str(missing)]["reason"] == reasons[str(missing)]
     assert sum(r["status"] == "done" for r in manifest.values()) == 1
 
@@ -118,7 +118,7 @@ def test_extract_ray_flag_runs_the_distributed_job(tmp_path, capsys, ray_address
     out = capsys.readouterr().out
     summary = json.loads(out[out.index("{"):])
     assert rc == 0 and summary["done"] == 1 and summary["failed"] == 1
-    feats = list(tables.read_features(Lake(str(tmp_path / "lake")), summary["feature_set"]))
+    feats = list(feature_store.read_features(Lake(str(tmp_path / "lake")), summary["feature_set"]))
     assert [f.video_id for f in feats] == ["rayclip"] and feats[0].rgb.shape == (2, 1024)
 
 
@@ -144,7 +144,7 @@ def test_sigint_is_one_line_and_the_manifest_names_unstarted_videos(tmp_path, ca
         rc = main(["extract", *map(str, clips), "--lake", lake, "--run-id", "int1", *TINY])
     captured = capsys.readouterr()
     assert rc == 130 and "star extract: interrupted" in captured.err and "Traceback" not in captured.err
-    rows = {r["input"].rsplit("/", 1)[-1]: r for r in tables.read_manifests(Lake(lake), "extract").to_pylist()}
+    rows = {r["input"].rsplit("/", 1)[-1]: r for r in manifests.read_manifests(Lake(lake), "extract").to_pylist()}
     assert set(rows) == {"c0.mp4", "c1.mp4", "c2.mp4"}
     assert rows["c0.mp4"]["status"] == "done"
     assert all(rows[c]["status"] == "skipped" and "interrupted" in rows[c]["reason"] for c in ("c1.mp4", "c2.mp4"))

@@ -49,14 +49,14 @@ def test_result_summary_is_plain():
 def test_missing_inputs_are_failed_inputs_of_the_run(tmp_path):
     """Only missing inputs: the run records them (manifest, failures) and never needs Ray."""
     from jobs.extract import extract
-    from star_core.io import tables
+    from star_core.io import manifests
     from star_core.io.lake import Lake
 
     missing = [str(tmp_path / "gone.mp4"), str(tmp_path / "none" / "*.mp4")]
     result = extract(ExtractJobConfig(inputs=missing, lake_uri=str(tmp_path / "lake"), run_id="r-missing"))
     assert (result.done, result.failed, result.skipped) == (0, 2, 0)
     assert [f["input"] for f in result.failures] == missing and all(f["reason"].startswith("MissingInputError") for f in result.failures)
-    rows = tables.read_manifests(Lake(str(tmp_path / "lake")), "extract").to_pylist()
+    rows = manifests.read_manifests(Lake(str(tmp_path / "lake")), "extract").to_pylist()
     assert sorted((r["input"], r["status"]) for r in rows) == sorted((m, "failed") for m in missing)
 
 
@@ -70,7 +70,7 @@ def test_interrupted_ray_run_names_every_unfinished_input(tmp_path, monkeypatch)
 
     import jobs.extract as job
     import jobs.runtime as runtime
-    from star_core.io import tables
+    from star_core.io import manifests
     from star_core.io.lake import Lake
 
     clips = []
@@ -87,7 +87,7 @@ def test_interrupted_ray_run_names_every_unfinished_input(tmp_path, monkeypatch)
     lake = str(tmp_path / "lake")
     with pytest.raises(KeyboardInterrupt):
         job.extract(ExtractJobConfig(inputs=[str(c) for c in clips], lake_uri=lake, run_id="r-int"))
-    rows = {r["input"].rsplit("/", 1)[-1]: r for r in tables.read_manifests(Lake(lake), "extract").to_pylist()}
+    rows = {r["input"].rsplit("/", 1)[-1]: r for r in manifests.read_manifests(Lake(lake), "extract").to_pylist()}
     assert rows["v0.mp4"]["status"] == "failed"
     assert [rows[v]["status"] for v in ("v1.mp4", "v2.mp4")] == ["skipped", "skipped"] and "interrupted" in rows["v2.mp4"]["reason"]
 

@@ -22,7 +22,7 @@ import pytest
 
 from jobs.extract import ExtractJobConfig, JobResult, extract, feature_set_of
 from star_core.data import Instance
-from star_core.io import schemas, tables
+from star_core.io import feature_store, manifests, schemas
 from star_core.io.lake import Lake
 from star_core.synth_video import make_video
 from star_core.video.config import FeatureConfig
@@ -66,7 +66,7 @@ def _config(archive, lake_uri: str, ray_address: str, **kw) -> ExtractJobConfig:
 
 
 def _assert_matches_reference(lake: Lake, reference: dict, video_ids) -> None:
-    got = {v.video_id: v for v in tables.read_features(lake, feature_set_of(FEATURES))}
+    got = {v.video_id: v for v in feature_store.read_features(lake, feature_set_of(FEATURES))}
     assert sorted(got) == sorted(video_ids)
     for vid in video_ids:
         ref = reference[vid]
@@ -97,13 +97,13 @@ def test_extracts_to_s3_with_the_single_process_numbers(first_run, reference):
     assert len(result.outputs) == 2 and all(o.startswith("s3://star/") for o in result.outputs)  # 4 videos, shards of 2
     _assert_matches_reference(lake, reference, list(DURATIONS_S))
     assert _rows_per_video(lake) == {vid: 1 for vid in DURATIONS_S}
-    sources = {v.video_id: v.source_uri for v in tables.read_features(lake, feature_set_of(FEATURES))}
+    sources = {v.video_id: v.source_uri for v in feature_store.read_features(lake, feature_set_of(FEATURES))}
     assert sources["clip_a"] == f"{lake.uri.rsplit('/lake', 1)[0]}/videos/clip_a.mp4"
 
 
 def test_a_corrupt_video_is_recorded_failed_with_its_reason(first_run):
     lake, result = first_run
-    manifest = tables.read_manifest(lake, "extract", "first")
+    manifest = manifests.read_manifest(lake, "extract", "first")
     assert result.manifest == lake.url("manifests", "extract", "first.parquet")
     rows = {r["input"].rsplit("/", 1)[-1]: r for r in manifest.to_pylist()}
     assert sorted(rows) == ["broken.mp4", "clip_a.mp4", "clip_b.mp4", "clip_c.mp4", "clip_d.mp4"]
@@ -127,7 +127,7 @@ def test_a_rerun_with_nothing_missing_does_nothing(first_run, archive, ray_addre
     assert time.monotonic() - t0 < 15  # no Ray work at all: listing and the feature index only
     after = {p: lake.fs.info(p)["LastModified"] for p in lake.list_files(lake.features_dir(feature_set_of(FEATURES)))}
     assert after == before
-    statuses = tables.read_manifest(lake, "extract", "again").column("status").to_pylist()
+    statuses = manifests.read_manifest(lake, "extract", "again").column("status").to_pylist()
     assert statuses == ["skipped"] * 4
 
 
@@ -163,11 +163,11 @@ def test_a_killed_run_started_again_does_only_what_is_missing(archive, reference
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-    first = set(tables.feature_index(lake, feature_set_of(FEATURES)).column("video_id").to_pylist())
+    first = set(feature_store.feature_index(lake, feature_set_of(FEATURES)).column("video_id").to_pylist())
     assert 1 <= len(first) < 4
     resumed = extract(_config(archive, s3_lake_uri, ray_address, run_id="resumed"))
     assert resumed.skipped == len(first) and resumed.done == 4 - len(first) and resumed.failed == 1
-    manifest = tables.read_manifest(lake, "extract", "resumed")
+    manifest = manifests.read_manifest(lake, "extract", "resumed")
     done = manifest.filter(pc.equal(manifest.column("status"), "done")).column("input").to_pylist()
     assert sorted(u.rsplit("/", 1)[-1][:-4] for u in done) == sorted(set(DURATIONS_S) - first)
     assert _rows_per_video(lake) == {vid: 1 for vid in DURATIONS_S}
@@ -180,7 +180,7 @@ def test_a_missing_input_is_a_failed_input_and_the_batch_goes_on(archive, refere
     lake = Lake(str(tmp_path / "lake"))
     result = extract(_config(archive, lake.uri, ray_address, inputs=[missing, good], run_id="missing"))
     assert (result.done, result.failed, result.skipped) == (1, 1, 0)
-    rows = {r["input"]: r for r in tables.read_manifest(lake, "extract", "missing").to_pylist()}
+    rows = {r["input"]: r for r in manifests.read_manifest(lake, "extract", "missing").to_pylist()}
     assert rows[missing]["status"] == "failed"
     assert rows[missing]["reason"].startswith("MissingInputError: input") and "does not exist" in rows[missing]["reason"]
     assert result.failures == [{"input": missing, "reason": rows[missing]["reason"]}]
@@ -202,5 +202,5 @@ def test_bad_configs_are_clear_errors_and_missing_inputs_are_recorded(tmp_path):
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert (summary["done"], summary["failed"]) == (0, 1)
     assert summary["failures"][0]["input"] == str(tmp_path / "none") and "does not exist" in summary["failures"][0]["reason"]
-    rows = tables.read_manifest(Lake(lake), "extract", "gone").to_pylist()
+    rows = manifests.read_manifest(Lake(lake), "extract", "gone").to_pylist()
     assert [(r["input"], r["status"], r["reason"]) for r in rows] == [(str(tmp_path / "none"), "failed", summary["failures"][0]["reason"])]

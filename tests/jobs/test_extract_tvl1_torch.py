@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from jobs.cli import main
-from star_core.io import tables
+from star_core.io import feature_store
 from star_core.io.lake import Lake
 from tests.star_core.video.videos import moving_texture_frames, write_video
 
@@ -39,7 +39,7 @@ def _summary(capsys) -> dict:
 
 
 def _features(lake_uri: str, feature_set: str) -> dict:
-    return {f.video_id: f for f in tables.read_features(Lake(lake_uri), feature_set)}
+    return {f.video_id: f for f in feature_store.read_features(Lake(lake_uri), feature_set)}
 
 
 @pytest.mark.slow

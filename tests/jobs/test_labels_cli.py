@@ -11,7 +11,7 @@ import pytest
 
 from jobs.cli import main
 from star_core.data import VideoFeatures
-from star_core.io import tables
+from star_core.io import datasets, feature_store
 from star_core.io.lake import Lake
 
 CSV = "video,labels,split,counts\nclips/a.mp4,Run|Jump,train,Run:2|Jump:1\nclips/b.mp4,Jump,test,\nc,Swim,,\n"
@@ -42,7 +42,7 @@ def test_import_prints_summary_then_no_op_then_new_version(tmp_path, labels_csv,
     code, out, _ = _star(capsys, "labels", "import", labels_csv, "--lake", lake, "--dataset", "mine", "--json")
     result = json.loads(out)
     assert (code, result["version"], result["created"], result["splits"]["val"]) == (0, 2, True, 1)
-    assert [d["version"] for d in tables.list_datasets(Lake(lake))] == [1, 2]
+    assert [d["version"] for d in datasets.list_datasets(Lake(lake))] == [1, 2]
 
 
 def test_errors_exit_2_with_row_numbers(tmp_path, capsys):
@@ -73,7 +73,7 @@ def test_options_columns_delimiter_classes_split(tmp_path, capsys):
     assert code == 0
     result = json.loads(out)
     assert result["classes"] == ["B", "A", "C"] and result["n_videos"] == 3
-    ds = tables.load_dataset(Lake(lake), "o")
+    ds = datasets.load_dataset(Lake(lake), "o")
     assert next(v for v in ds.videos if v.video_id == "x").labels == ("B", "A")
     assert ds.videos[0].source_uri == str(tmp_path / "x.mp4")
     with pytest.raises(SystemExit) as exc:  # argparse rejects it before run()
@@ -94,7 +94,7 @@ def test_datasets_lists_versions_classes_splits_and_features(tmp_path, labels_cs
     assert code == 0 and "no datasets yet" in out
     lake = Lake(lake_uri)
     rng = np.random.default_rng(0)
-    tables.write_features(lake, "i3d-x", [VideoFeatures("a", rng.random((4, 3), np.float32), rng.random((4, 3), np.float32), duration_s=2.6)])
+    feature_store.write_features(lake, "i3d-x", [VideoFeatures("a", rng.random((4, 3), np.float32), rng.random((4, 3), np.float32), duration_s=2.6)])
     assert _star(capsys, "labels", "import", labels_csv, "--lake", lake_uri, "--dataset", "mine")[0] == 0
     code, out, _ = _star(capsys, "datasets", "--lake", lake_uri)
     assert code == 0
@@ -124,4 +124,4 @@ def test_s3_file_and_s3_lake_in_a_subprocess(s3, s3_lake_uri):
     listed = subprocess.run([sys.executable, "-m", "jobs.cli", "datasets", "--lake", s3_lake_uri, "--json"], capture_output=True, text=True, timeout=120)
     (info,) = json.loads(listed.stdout)
     assert info["source"] == src and info["n_videos"] == 3
-    assert tables.load_dataset(Lake(s3_lake_uri), "s3ds").videos[0].source_uri == f"{s3_lake_uri}-inbox/clips/a.mp4"
+    assert datasets.load_dataset(Lake(s3_lake_uri), "s3ds").videos[0].source_uri == f"{s3_lake_uri}-inbox/clips/a.mp4"

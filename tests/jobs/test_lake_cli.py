@@ -9,7 +9,7 @@ import pytest
 
 from jobs.cli import main as star
 from star_core.data import VideoFeatures, VideoLabels
-from star_core.io import tables
+from star_core.io import datasets, feature_store
 from star_core.io.lake import Lake
 
 
@@ -23,9 +23,9 @@ def broken_lake(request, tmp_path) -> tuple[Lake, str]:
     """A lake with two feature shards and a dataset, one shard truncated to half its size; returns (lake, bad path)."""
     uri = str(tmp_path / "lake") if request.param == "local" else request.getfixturevalue("s3_lake_uri")
     lake = Lake(uri)
-    tables.write_features(lake, "fs", [_video("v0")])
-    bad = tables.write_features(lake, "fs", [_video("v1")])
-    tables.save_dataset(lake, "toy", ["a"], [VideoLabels("v0", "test", ("a",), (1,)), VideoLabels("v1", "train", ("a",), (1,))])
+    feature_store.write_features(lake, "fs", [_video("v0")])
+    bad = feature_store.write_features(lake, "fs", [_video("v1")])
+    datasets.save_dataset(lake, "toy", ["a"], [VideoLabels("v0", "test", ("a",), (1,)), VideoLabels("v1", "train", ("a",), (1,))])
     data = lake.read_bytes(bad)
     lake.fs.pipe_file(bad, data[: len(data) // 2])
     return lake, bad

@@ -14,7 +14,7 @@ from jobs.cli import main as star
 from jobs.timeline import timeline_inputs
 from star_core.data import Detection, Instance, VideoFeatures, VideoLabels
 from star_core.io import detections as detio
-from star_core.io import tables
+from star_core.io import datasets, feature_store
 from star_core.io.lake import Lake
 
 TODAY = dt.datetime.now(dt.timezone.utc).date()
@@ -38,11 +38,11 @@ def _write(lake: Lake, model_version: int, date: str, run_id: str, dets: list[De
 @pytest.fixture
 def lake(tmp_path) -> Lake:
     lake = Lake(str(tmp_path / "lake"))
-    tables.write_features(lake, "fs-test", [_video(f"v{i}") for i in range(3)])
+    feature_store.write_features(lake, "fs-test", [_video(f"v{i}") for i in range(3)])
     gt = VideoLabels("v0", "test", ("CricketShot", "CricketBowling"), (1, 1), (Instance("CricketShot", 0.5, 2.0), Instance("CricketBowling", 2.2, 3.0)), duration_s=3.84)
-    tables.save_dataset(lake, "toy", ["CricketBowling", "CricketShot"], [gt])
+    datasets.save_dataset(lake, "toy", ["CricketBowling", "CricketShot"], [gt])
     # a second version: the labels view must show only this one
-    tables.save_dataset(lake, "toy", ["CricketBowling", "CricketShot"], [gt, VideoLabels("v1", "train", ("CricketShot",), (1,), duration_s=3.84)])
+    datasets.save_dataset(lake, "toy", ["CricketBowling", "CricketShot"], [gt, VideoLabels("v1", "train", ("CricketShot",), (1,), duration_s=3.84)])
     _write(lake, 1, OLD, "run-old", [Detection("v0", "CricketShot", 0.0, 3.0, 0.9), Detection("v1", "CricketShot", 0.0, 1.0, 0.4)])
     _write(lake, 2, RECENT, "run-new", [
         Detection("v0", "CricketShot", 0.64, 1.92, 0.8),
@@ -196,7 +196,7 @@ def test_query_reasons_name_the_problem(lake):
 
 def test_query_on_an_s3_lake_is_sandboxed_and_still_reads(s3_lake_uri):
     lake = Lake(s3_lake_uri)
-    tables.write_features(lake, "fs-test", [_video(f"v{i}") for i in range(2)])
+    feature_store.write_features(lake, "fs-test", [_video(f"v{i}") for i in range(2)])
     _write(lake, 1, RECENT, "run-s3", [Detection("v0", "CricketShot", 0.0, 1.0, 0.5)])
     assert q.query(lake, "SELECT count(*) AS n FROM features").column("n")[0].as_py() == 2
     assert q.query(lake, "SELECT video_id, model FROM detections").to_pylist() == [{"video_id": "v0", "model": "star-v1"}]

@@ -45,7 +45,8 @@ def make_tiny_dataset(lake_uri: str, n_train: int = 12, n_test: int = 6, n_class
     video has one or two classes, one instance each, with counts.
     """
     from star_core.io.lake import Lake
-    from star_core.io.tables import save_dataset, write_features
+    from star_core.io.datasets import save_dataset
+    from star_core.io.feature_store import write_features
 
     rng = np.random.default_rng(seed)
     classes = tuple(f"action{c}" for c in range(n_classes))
@@ -189,7 +190,7 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, monkeypatch, capsys):
 def test_embedded_tracking_logs_registers_and_loads_in_fresh_process(tmp_path, monkeypatch):
     """Local lake, no MLFLOW_TRACKING_URI: SQLite + artifacts inside the lake; load by alias elsewhere."""
     from jobs import tracking
-    from star_core.io.tables import read_features
+    from star_core.io.feature_store import read_features
     from star_core.train_loop import fit
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -214,7 +215,7 @@ def test_embedded_tracking_logs_registers_and_loads_in_fresh_process(tmp_path, m
         import json
         from jobs.tracking import load_detector
         from star_core.io.lake import Lake
-        from star_core.io.tables import read_features
+        from star_core.io.feature_store import read_features
         det, ref = load_detector("models:/star@champion", "{uri}")
         videos = [v for v in read_features(Lake("{lake.uri}"), "tinyfs") if v.video_id in {sorted(v.video_id for v in test_videos)!r}]
         out = [[(d.video_id, d.label, round(d.t_start_s, 4), round(d.t_end_s, 4), round(d.score, 5)) for d in dets] for dets in det.detect_batch(videos)]
@@ -261,7 +262,7 @@ def test_train_tracks_registers_resumes_and_keeps_champion(tiny_s3_dataset, s3_l
 
     from jobs import tracking
     from jobs.train import TrainJobConfig, train
-    from star_core.io.tables import read_features
+    from star_core.io.feature_store import read_features
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     lake, classes, feats, labels = tiny_s3_dataset

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from star_core.data import Detection, Instance, VideoLabels
+from star_core.data import Detection, Instance, VideoFeatures, VideoLabels
 from star_core.metrics import (
     MapResult,
     evaluate_detections,
@@ -188,3 +188,34 @@ def test_nms_and_evaluation_share_one_tiou():
 def test_mapresult_json_roundtrip():
     r = MapResult(map={"0.1": 50.0, "0.5": 10.0, "0.7": 0.0})
     assert json.loads(json.dumps(r.to_json()))["avg_0.1_0.5"] == pytest.approx(30.0)
+
+
+def test_evaluate_detector_batches_a_stream_and_scores_it():
+    from star_core.metrics import evaluate_detector
+
+    gt = [_gt(f"v{i}", ("Run", 1.0 + i, 3.0 + i)) for i in range(5)] + [_gt("excluded", ("Run", 0.0, 1.0))]
+
+    class Oracle:
+        """Detects each video's ground truth (and one false positive in ``v0``); records batch sizes."""
+
+        def __init__(self) -> None:
+            self.batches: list[int] = []
+
+        def detect_batch(self, videos, cfg=None):
+            self.batches.append(len(videos))
+            by_id = {v.video_id: v for v in gt}
+            out = [[Detection(v.video_id, i.label, i.t_start_s, i.t_end_s, 0.9) for i in by_id[v.video_id].instances] for v in videos]
+            if videos[0].video_id == "v0":
+                out[0].append(Detection("v0", "Run", 50.0, 60.0, 0.1))
+            return out
+
+    def stream():  # features are produced one at a time, as a lake reader yields them
+        for v in gt:
+            yield VideoFeatures(v.video_id, np.zeros((4, 2), np.float32), np.zeros((4, 2), np.float32))
+
+    oracle = Oracle()
+    ev = evaluate_detector(oracle, stream(), gt, ["Run"], exclude_videos=["excluded"], batch_videos=4)
+    assert oracle.batches == [4, 2]
+    assert ev.n_detections == 7 and set(ev.detections_by_video) == {f"v{i}" for i in range(5)} | {"excluded"}
+    assert ev.result.map["0.5"] == pytest.approx(100.0)  # the low-scored false positive comes after every hit
+    assert ev.result.n_ground_truth == 5 and ev.detect_s >= 0.0

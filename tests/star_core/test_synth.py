@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from star_core.io import importers, standin, tables
+from star_core.io import datasets, feature_store, importers, standin
 from star_core.io.lake import Lake
 from star_core.synth import SynthConfig, World, generate_video, n_segments_of
 
@@ -174,8 +174,8 @@ def test_small_standin_writes_wtalc_layout_with_real_intervals(ann, tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     result = importers.import_wtalc(str(feats), str(out / standin.ANNOTATIONS_DIR), lake, "th14-small")
     assert result.feature_set == marker["feature_set"] and result.splits == {"train": 8, "test": 4}
-    assert importers.dataset_source(lake, "th14-small")["provenance"]["seed"] == 0
-    f = next(tables.read_features(lake, result.feature_set, [small.video_ids[0]]))
+    assert datasets.dataset_source(lake, "th14-small")["provenance"]["seed"] == 0
+    f = next(feature_store.read_features(lake, result.feature_set, [small.video_ids[0]]))
     assert f.n_segments == int(small.durations_s[0] * 25 / 16) and f.feat_dim == 64
 
 

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from star_core.io import importers, tables
+from star_core.io import datasets, feature_store, importers
 from star_core.io.import_basnet import import_basnet
 from star_core.io.lake import Lake
 from star_core.io.npy import UnsafePickleError, npy_bytes, object_array, read_npy
@@ -53,7 +53,7 @@ def test_wtalc_import_splits_labels_and_protocol(wtalc):
     assert result.created and result.version == 1
     assert result.splits == {"train": 200, "test": 210, "excluded": 2}
     assert result.n_videos == 412 and result.feat_dim == D and result.feature_set == importers.DEFAULT_FEATURE_SET
-    ds = tables.load_dataset(lake, "th14")
+    ds = datasets.load_dataset(lake, "th14")
     assert len(ds.classes) == 20 and ds.classes[0] == "BaseballPitch"
     by_id = {v.video_id: v for v in ds.videos}
     assert {v.video_id for v in ds.split("excluded")} == set(importers.THUMOS14_EXCLUDED)
@@ -73,7 +73,7 @@ def test_wtalc_import_splits_labels_and_protocol(wtalc):
     assert sum(len(v.ambiguous) for v in amb) == 96 and len(amb) == 36
     # True durations from duration.npy (the 25 fps video would be wrong with frames/30).
     assert by_id["video_validation_0000311"].duration_s == pytest.approx(699.0, abs=0.2)
-    src = importers.dataset_source(lake, "th14")
+    src = datasets.dataset_source(lake, "th14")
     assert src["protocol"]["exclude_videos"] == list(importers.THUMOS14_EXCLUDED) and src["feature_set"] == result.feature_set
 
 
@@ -81,7 +81,7 @@ def test_wtalc_features_roundtrip(wtalc, data_dir):
     ann, arrays, _, lake, result = wtalc
     names = [n.decode() for n in np.load(ann / "videoname.npy")]
     want = {names[i]: arrays[i] for i in (0, 150, 300, 411)}
-    got = {f.video_id: f for f in tables.read_features(lake, result.feature_set, want)}
+    got = {f.video_id: f for f in feature_store.read_features(lake, result.feature_set, want)}
     for vid, joint in want.items():
         f = got[vid]
         np.testing.assert_array_equal(f.rgb, joint[:, :D])
@@ -89,7 +89,7 @@ def test_wtalc_features_roundtrip(wtalc, data_dir):
         assert (f.fps, f.segment_frames) == (25.0, 16)
         starts, ends = f.segment_bounds_s()
         assert starts[1] == pytest.approx(0.64)
-    assert tables.feature_index(lake, result.feature_set).num_rows == 412
+    assert feature_store.feature_index(lake, result.feature_set).num_rows == 412
 
 
 def test_wtalc_reimport_is_noop_and_labels_all_option(wtalc, tmp_path):
@@ -97,7 +97,7 @@ def test_wtalc_reimport_is_noop_and_labels_all_option(wtalc, tmp_path):
     again = importers.import_wtalc(str(feats), str(ann), lake, "th14")
     assert not again.created and again.version == 1
     alt = importers.import_wtalc(str(feats), str(ann), lake, "th14-la", labels_from="labels_all")
-    ds = {v.video_id: v for v in tables.load_dataset(lake, "th14-la").videos}
+    ds = {v.video_id: v for v in datasets.load_dataset(lake, "th14-la").videos}
     # labels_all disagrees with the intervals here: CricketShot instances, only CricketBowling listed.
     assert ds["video_validation_0000171"].labels == ("CricketBowling",)
     assert alt.created
@@ -108,7 +108,7 @@ def test_wtalc_on_object_store_lake(wtalc):
     lake = Lake("memory://importer-test")
     small = importers.import_wtalc(str(feats), str(ann), lake, "th14", feature_set="mem-set", shard_videos=100)
     assert small.n_videos == 412 and len(small.feature_files) == 5
-    assert tables.feature_index(lake, "mem-set").num_rows == 412
+    assert feature_store.feature_index(lake, "mem-set").num_rows == 412
 
 
 @pytest.mark.parametrize(
@@ -191,7 +191,7 @@ def test_basnet_import(basnet, data_dir, tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     result = import_basnet(str(basnet), lake, "bas", ambiguous=str(amb))
     assert result.splits == {"train": 3, "test": 2} and result.feat_dim == 6
-    ds = {v.video_id: v for v in tables.load_dataset(lake, "bas").videos}
+    ds = {v.video_id: v for v in datasets.load_dataset(lake, "bas").videos}
     # gt.json says 582.5 s (frames/30) for this 25 fps video: the feature grid wins.
     assert ds["video_validation_0000311"].duration_s == pytest.approx(int(699.0 * 25 / 16) * 0.64)
     assert ds["video_validation_0000171"].labels == ("CricketBowling", "CricketShot")
@@ -199,7 +199,7 @@ def test_basnet_import(basnet, data_dir, tmp_path):
     # With TH14_video_info.json the true duration is used.
     info = data_dir / "thumos14" / "original" / "TH14_video_info.json"
     import_basnet(str(basnet), lake, "bas2", video_info=str(info))
-    ds2 = {v.video_id: v for v in tables.load_dataset(lake, "bas2").videos}
+    ds2 = {v.video_id: v for v in datasets.load_dataset(lake, "bas2").videos}
     assert ds2["video_validation_0000311"].duration_s == pytest.approx(699.0)
 
 

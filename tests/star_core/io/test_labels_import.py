@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from star_core.data import Instance, VideoFeatures
-from star_core.io import tables
+from star_core.io import datasets, feature_store
 from star_core.io.labels_import import describe_datasets, detect_format, import_labels, read_label_rows, video_resolver
 from star_core.io.lake import Lake, video_id_from_uri
 from star_core.labels import ImportOptions, LabelsError, assign_splits
@@ -46,7 +46,7 @@ def test_csv_round_trip_fields(tmp_path):
     assert (result.version, result.created, result.format) == (1, True, "csv")
     assert result.classes == ["Jump", "Run", "Swim"]  # sorted when not given
     assert result.splits == {"test": 1, "train": 2, "val": 1}
-    ds = tables.load_dataset(lake, "mine")
+    ds = datasets.load_dataset(lake, "mine")
     by_id = {v.video_id: v for v in ds.videos}
     assert sorted(by_id) == ["a", "b", "c", "d"]
     a = by_id["a"]
@@ -83,7 +83,7 @@ def test_jsonl_lists_and_mappings(tmp_path):
     text = "\n".join(json.dumps(x) for x in lines) + "\n\n"
     result, lake = _import(tmp_path, text, name="l.jsonl")
     assert result.format == "jsonl"
-    by_id = {v.video_id: v for v in tables.load_dataset(lake, "mine").videos}
+    by_id = {v.video_id: v for v in datasets.load_dataset(lake, "mine").videos}
     assert by_id["a"].counts == (1, 3) and by_id["a"].split == "train"
     assert by_id["b"].split == "test" and len(by_id["b"].instances) == 2
     assert by_id["c"].counts is None
@@ -102,7 +102,7 @@ def test_parquet_list_and_map_columns(tmp_path):
     pq.write_table(table, path)
     result = import_labels(str(path), Lake(str(tmp_path / "lake")), "p")
     assert result.format == "parquet" and result.n_videos == 2
-    ds = tables.load_dataset(Lake(str(tmp_path / "lake")), "p")
+    ds = datasets.load_dataset(Lake(str(tmp_path / "lake")), "p")
     a = next(v for v in ds.videos if v.video_id == "a")
     assert a.counts == (2, 1)
 
@@ -133,7 +133,7 @@ def test_activitynet_json(tmp_path):
     opts = ImportOptions(split_map={"validation": "train", "test": "test"})
     result, lake = _import(tmp_path, json.dumps(doc), name="gt.json", opts=opts)
     assert result.splits == {"test": 1, "train": 1}
-    v1 = next(v for v in tables.load_dataset(lake, "mine").videos if v.video_id == "v1")
+    v1 = next(v for v in datasets.load_dataset(lake, "mine").videos if v.video_id == "v1")
     assert v1.labels == ("A", "B") and v1.counts == (2, 1)  # counts from the annotations
     assert [i.t_start_s for i in v1.instances] == [1.0, 3.0, 5.0]
     with pytest.raises(ValueError, match="--column does not apply"):
@@ -154,7 +154,7 @@ def test_thumos14_activitynet_gt_finds_its_known_bad_annotations(tmp_path, data_
     assert len(result.classes) == 20 and result.n_videos == 412 - len(bad)
     assert result.splits["train"] + result.splits["test"] == result.n_videos
     assert len(result.skipped) == len(bad)
-    assert len(tables.load_dataset(lake, "thumos14").classes) == 20
+    assert len(datasets.load_dataset(lake, "thumos14").classes) == 20
 
 
 def test_memory_uri_source(tmp_path):
@@ -162,7 +162,7 @@ def test_memory_uri_source(tmp_path):
     src = f"memory://inbox-{uuid.uuid4().hex[:8]}/labels.csv"
     lake.fs.pipe_file(src.replace("memory://", "/"), b"video,labels\nvids/x.mp4,A\n")
     result = import_labels(src, lake, "m")
-    vid = tables.load_dataset(lake, "m").videos[0]
+    vid = datasets.load_dataset(lake, "m").videos[0]
     assert result.n_videos == 1 and vid.video_id == "x"
     assert vid.source_uri == src.rsplit("/", 1)[0] + "/vids/x.mp4"
 
@@ -177,7 +177,7 @@ def test_s3_file_into_s3_lake(s3, s3_lake_uri):
     lake = Lake(s3_lake_uri)
     result = import_labels(src, lake, "s3ds")
     assert (result.version, result.created, result.n_videos) == (1, True, 2)
-    videos = {v.video_id: v for v in tables.load_dataset(lake, "s3ds").videos}
+    videos = {v.video_id: v for v in datasets.load_dataset(lake, "s3ds").videos}
     assert videos["v1"].source_uri == f"{s3_lake_uri}-inbox/clips/v1.mp4"
     assert videos["v1"].counts == (1, 2)
     again = import_labels(src, lake, "s3ds")
@@ -281,7 +281,7 @@ def test_given_class_list_keeps_order_and_rejects_unknown_labels(tmp_path):
     result, lake = _import(tmp_path, "video,labels\na,Run|Jump\nb,Swim\n", opts=ImportOptions(classes=("Swim", "Run", "Jump", "Walk")))
     assert result.classes == ["Swim", "Run", "Jump", "Walk"]
     assert any("classes without any video: ['Walk']" in w for w in result.warnings)
-    assert next(v for v in tables.load_dataset(lake, "mine").videos if v.video_id == "a").labels == ("Run", "Jump")
+    assert next(v for v in datasets.load_dataset(lake, "mine").videos if v.video_id == "a").labels == ("Run", "Jump")
     with pytest.raises(LabelsError) as exc:
         _import(tmp_path, "video,labels\na,Runn\n", opts=ImportOptions(classes=("Run",)))
     assert "label 'Runn' is not in the class list (did you mean 'Run'?)" in _problems(exc)[0]
@@ -338,8 +338,8 @@ def test_reimport_is_a_no_op_and_changes_make_versions(tmp_path):
     r4, _ = _import(tmp_path, CSV.replace("d,Swim|Run", "d,Swim"), lake=lake)
     assert (r4.version, r4.created) == (2, True)
     assert lake.read_bytes(meta_path) == before
-    assert tables.load_dataset(lake, "mine", 1).split("train")[1].labels == ("Run", "Swim")
-    assert tables.load_dataset(lake, "mine").version == 2
+    assert datasets.load_dataset(lake, "mine", 1).split("train")[1].labels == ("Run", "Swim")
+    assert datasets.load_dataset(lake, "mine").version == 2
     # a different seed changes the split of rows without one: a new version too
     r5, _ = _import(tmp_path, "video,labels\n" + "".join(f"v{i},A\n" for i in range(20)), name="s.csv", lake=Lake(str(tmp_path / "l2")))
     r6, _ = _import(tmp_path, "video,labels\n" + "".join(f"v{i},A\n" for i in range(20)), name="s.csv", lake=Lake(str(tmp_path / "l2")), opts=ImportOptions(seed=7))
@@ -353,14 +353,14 @@ def _features(video_id: str, n_segments: int, duration_s: float) -> VideoFeature
 
 def test_feature_coverage_and_decoded_durations(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
-    tables.write_features(lake, "i3d-a", [_features("a", 10, 12.0), _features("b", 5, 6.0)])
-    tables.write_features(lake, "i3d-b", [_features("a", 10, 12.0)])
+    feature_store.write_features(lake, "i3d-a", [_features("a", 10, 12.0), _features("b", 5, 6.0)])
+    feature_store.write_features(lake, "i3d-b", [_features("a", 10, 12.0)])
     text = "video,labels,intervals,duration_s,split\na,X,X:1-11.9,20,train\nb,X,,,test\nc,X,,,train\n"
     result, _ = _import(tmp_path, text, lake=lake)
     assert result.with_features == {"i3d-a": 2, "i3d-b": 1}
     assert result.without_features == ["c"]  # listed, not fatal
     assert any("declares duration 20.00 s but its decoded features span 12.00 s" in w for w in result.warnings)
-    ds = {v.video_id: v for v in tables.load_dataset(lake, "mine").videos}
+    ds = {v.video_id: v for v in datasets.load_dataset(lake, "mine").videos}
     assert ds["a"].duration_s == 12.0 and ds["b"].duration_s == 6.0
     # the decoded duration is what intervals are checked against
     with pytest.raises(LabelsError, match="past the video's duration 6.00 s"):

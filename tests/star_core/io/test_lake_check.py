@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from star_core.data import VideoLabels
-from star_core.io import lake_check, schemas, tables
+from star_core.io import datasets, feature_store, lake_check, manifests, schemas
 from star_core.io.schemas import SchemaError
 from tests.star_core.io.conftest import make_video
 
@@ -26,20 +26,20 @@ def _labels(*ids: str) -> list[VideoLabels]:
 
 
 def test_a_clean_lake_has_no_problems(lake):
-    tables.write_features(lake, "fs", [make_video("v0")])
-    tables.save_dataset(lake, "toy", ["a"], _labels("v0"))
-    tables.write_manifest(lake, "extract", "r1", [tables.manifest_row("extract", "r1", "v0.mp4", "done")])
+    feature_store.write_features(lake, "fs", [make_video("v0")])
+    datasets.save_dataset(lake, "toy", ["a"], _labels("v0"))
+    manifests.write_manifest(lake, "extract", "r1", [manifests.manifest_row("extract", "r1", "v0.mp4", "done")])
     result = lake_check.check_lake(lake)
     # features part, labels.parquet, dataset.json, manifest
     assert result.n_checked == 4 and result.problems == ()
 
 
 def test_a_truncated_feature_file_is_found_quarantined_and_readers_go_on(lake):
-    tables.write_features(lake, "fs", [make_video("v0")])
-    bad = tables.write_features(lake, "fs", [make_video("v1", seed=1)])
+    feature_store.write_features(lake, "fs", [make_video("v0")])
+    bad = feature_store.write_features(lake, "fs", [make_video("v1", seed=1)])
     original = _truncate(lake, bad)
     with pytest.raises(SchemaError, match=r"not a readable Parquet file.*star lake check --lake .* --quarantine") as info:
-        tables.feature_index(lake, "fs")
+        feature_store.feature_index(lake, "fs")
     assert lake.uri_of(bad) in str(info.value)
 
     (problem,) = lake_check.check_lake(lake).problems
@@ -51,23 +51,23 @@ def test_a_truncated_feature_file_is_found_quarantined_and_readers_go_on(lake):
     assert moved.moved_to == lake.uri_of(lake.path("quarantine", rel))
     assert not lake.exists(bad)
     assert lake.read_bytes(lake.path("quarantine", rel)) == original[: len(original) // 2]  # moved, not rewritten
-    assert tables.feature_index(lake, "fs").column("video_id").to_pylist() == ["v0"]
+    assert feature_store.feature_index(lake, "fs").column("video_id").to_pylist() == ["v0"]
     assert lake_check.check_lake(lake).problems == ()  # quarantine/ is not checked or read
 
 
 def test_a_damaged_page_header_is_unreadable(lake):
-    bad = tables.write_features(lake, "fs", [make_video("v0", n_segments=30, feat_dim=16)])
+    bad = feature_store.write_features(lake, "fs", [make_video("v0", n_segments=30, feat_dim=16)])
     data = bytearray(lake.read_bytes(bad))
     data[200:264] = b"\xff" * 64  # inside the first data page's header, footer intact
     lake.fs.pipe_file(bad, bytes(data))
     (problem,) = lake_check.check_lake(lake).problems
     assert problem.kind == lake_check.UNREADABLE
     with pytest.raises(SchemaError, match="cannot read its Parquet data.*star lake check"):
-        list(tables.read_features(lake, "fs"))
+        list(feature_store.read_features(lake, "fs"))
 
 
 def test_foreign_and_other_version_files(lake):
-    tables.write_features(lake, "fs", [make_video("v0")])
+    feature_store.write_features(lake, "fs", [make_video("v0")])
     # a readable Parquet that is not a features table (junk copied in)
     foreign = lake.path("features", "fs", "junk.parquet")
     lake.write_table(foreign, pa.table({"x": [1]}))
@@ -83,35 +83,35 @@ def test_foreign_and_other_version_files(lake):
     assert moved["future.parquet"] is None and lake.exists(future)
     assert moved["junk.parquet"] and not lake.exists(foreign)
     with pytest.raises(SchemaError, match="version '99'") as info:
-        tables.feature_index(lake, "fs")
+        feature_store.feature_index(lake, "fs")
     assert "star lake check" not in str(info.value)  # another version is not damage: no quarantine advice
 
 
 def test_a_bad_dataset_version_is_quarantined_whole_and_the_previous_version_remains(lake):
-    tables.save_dataset(lake, "toy", ["a"], _labels("v0"))
-    tables.save_dataset(lake, "toy", ["a"], _labels("v0", "v1"))
+    datasets.save_dataset(lake, "toy", ["a"], _labels("v0"))
+    datasets.save_dataset(lake, "toy", ["a"], _labels("v0", "v1"))
     _truncate(lake, f"{lake.labels_dir('toy', 2)}/labels.parquet")
     with pytest.raises(SchemaError, match="star lake check"):
-        tables.load_dataset(lake, "toy")
+        datasets.load_dataset(lake, "toy")
     problems = lake_check.quarantine(lake, lake_check.check_lake(lake).problems)
     assert [p.moved_to for p in problems] == [lake.uri_of(lake.path("quarantine", "labels", "toy", "v0002"))], problems
     assert lake.exists(lake.path("quarantine", "labels", "toy", "v0002", "dataset.json"))
-    assert tables.dataset_versions(lake, "toy") == [1]
-    assert [v.video_id for v in tables.load_dataset(lake, "toy").videos] == ["v0"]
+    assert datasets.dataset_versions(lake, "toy") == [1]
+    assert [v.video_id for v in datasets.load_dataset(lake, "toy").videos] == ["v0"]
 
 
 def test_a_broken_dataset_marker_is_found(lake):
-    tables.save_dataset(lake, "toy", ["a"], _labels("v0"))
+    datasets.save_dataset(lake, "toy", ["a"], _labels("v0"))
     lake.fs.pipe_file(f"{lake.labels_dir('toy', 1)}/dataset.json", b'{"name": "toy", ')
     (problem,) = lake_check.check_lake(lake).problems
     assert problem.kind == lake_check.UNREADABLE and problem.relative == "labels/toy/v0001/dataset.json"
 
 
 def test_a_second_quarantine_of_the_same_path_keeps_the_first(lake):
-    path = tables.write_features(lake, "fs", [make_video("v0")])
+    path = feature_store.write_features(lake, "fs", [make_video("v0")])
     _truncate(lake, path)
     (first,) = lake_check.quarantine(lake, lake_check.check_lake(lake).problems)
-    tables.write_features(lake, "fs", [make_video("v0")])
+    feature_store.write_features(lake, "fs", [make_video("v0")])
     _truncate(lake, path)
     (second,) = lake_check.quarantine(lake, lake_check.check_lake(lake).problems)
     assert first.moved_to != second.moved_to and ".dup-" in second.moved_to
@@ -119,7 +119,7 @@ def test_a_second_quarantine_of_the_same_path_keeps_the_first(lake):
 
 
 def test_a_file_that_reads_on_the_second_try_stays(lake):
-    path = tables.write_features(lake, "fs", [make_video("v0")])
+    path = feature_store.write_features(lake, "fs", [make_video("v0")])
     good = _truncate(lake, path)
     (problem,) = lake_check.check_lake(lake).problems
     lake.fs.pipe_file(path, good)  # the store answers correctly now (a transient read error before)
@@ -129,7 +129,7 @@ def test_a_file_that_reads_on_the_second_try_stays(lake):
 
 def test_detections_and_manifests_are_checked(lake):
     detections = lake.path("detections", "model=star-v1", "date=2026-01-01", "part-r-00000.parquet")
-    manifest = tables.write_manifest(lake, "extract", "r1", [tables.manifest_row("extract", "r1", "v0.mp4", "done")])
+    manifest = manifests.write_manifest(lake, "extract", "r1", [manifests.manifest_row("extract", "r1", "v0.mp4", "done")])
     lake.write_bytes(detections, b"PAR1 not parquet")
     buf = pa.BufferOutputStream()
     pq.write_table(pa.table({"t": [dt.datetime(2026, 1, 1)]}), buf)
