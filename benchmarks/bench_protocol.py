@@ -37,7 +37,7 @@ def standin_pairs(difficulty: str, seed: int, feat_dim: int, scale: str = "full"
     import numpy as np
 
     from star_core.data import VideoFeatures
-    from star_core.io.importers import THUMOS14_EXCLUDED, read_wtalc_annotations, wtalc_labels
+    from star_core.io.wtalc_import import THUMOS14_EXCLUDED, read_wtalc_annotations, wtalc_labels
     from star_core.io.standin import default_annotations_dir, select_videos
     from star_core.synth import World, difficulty_config, generate_video
 

@@ -41,7 +41,7 @@ def ensure_data(work: Path, scale: str, seed: int, dataset: str, difficulty: str
     """Stand-in files and lake dataset under ``work``; returns (lake URI, phase timings)."""
     from jobs.runtime import Progress
     from star_core.io import standin
-    from star_core.io.importers import import_wtalc
+    from star_core.io.wtalc_import import import_wtalc
 
     timings: dict[str, float] = {}
     out = work / (f"standin-{scale}-s{seed}" + ("" if difficulty == "standard" else f"-{difficulty}"))

@@ -35,7 +35,7 @@ log = logging.getLogger("bench_train")
 def ensure_standin(lake_uri: str, dataset: str, standin_dir: str, seed: int) -> None:
     """Generate the full stand-in and import it unless the lake already has ``dataset``."""
     from star_core.io import standin
-    from star_core.io.importers import import_wtalc
+    from star_core.io.wtalc_import import import_wtalc
     from star_core.io.lake import Lake
     from star_core.io.datasets import dataset_versions
 

@@ -209,7 +209,7 @@ def peak_rss_mb() -> float:
 
 def load_split_pairs(cfg: BenchmarkConfig) -> tuple[Any, list[tuple[VideoFeatures, VideoLabels]], list[tuple[VideoFeatures, VideoLabels]], list[str], str]:
     """Dataset, (features, labels) of the train and test splits, excluded videos, feature set."""
-    from star_core.io import datasets, feature_store, importers
+    from star_core.io import datasets, feature_store, wtalc_import
     from star_core.io.lake import Lake
 
     lake = Lake(cfg.lake_uri, cfg.star.storage.s3_endpoint_url)
@@ -218,7 +218,7 @@ def load_split_pairs(cfg: BenchmarkConfig) -> tuple[Any, list[tuple[VideoFeature
     feature_set = cfg.feature_set or source.get("feature_set")
     if not feature_set:
         raise ValueError(f"dataset {cfg.dataset!r} v{ds.version} records no feature set; pass feature_set")
-    excluded = sorted(set(datasets.SplitProtocol.of(source).exclude_videos) | {v.video_id for v in ds.split(importers.EXCLUDED_SPLIT)})
+    excluded = sorted(set(datasets.SplitProtocol.of(source).exclude_videos) | {v.video_id for v in ds.split(wtalc_import.EXCLUDED_SPLIT)})
     train = [v for v in ds.split(cfg.train_split) if v.video_id not in excluded]
     test = [v for v in ds.split(cfg.test_split) if v.video_id not in excluded]
     for name, split in ((cfg.train_split, train), (cfg.test_split, test)):

@@ -105,7 +105,7 @@ class ExtractJobConfig:
 
 
 @dataclass
-class JobResult:
+class ExtractRunResult:
     """Summary of one extraction run (the manifest has the per-video detail)."""
 
     run_id: str
@@ -160,7 +160,7 @@ class _Run:
         self.shard: list[tuple[VideoFeatures, dict]] = []  # extracted, not yet written
         self.shard_started = time.monotonic()
         self.last_manifest = 0.0
-        self.result = JobResult(run_id=run_id, feature_set=feature_set, manifest=lake.uri_of(lake.manifest_path(JOB, run_id)))
+        self.result = ExtractRunResult(run_id=run_id, feature_set=feature_set, manifest=lake.uri_of(lake.manifest_path(JOB, run_id)))
 
     def record(self, uri: str, status: str, reason: str | None = None, duration_s: float | None = None, n_segments: int | None = None, output: str | None = None) -> None:
         self.rows.append(manifests.manifest_row(JOB, self.run_id, uri, status, reason, duration_s, n_segments, output))
@@ -200,14 +200,14 @@ class _Run:
             self.last_manifest = now
 
 
-def extract(cfg: ExtractJobConfig) -> JobResult:
+def extract(cfg: ExtractJobConfig) -> ExtractRunResult:
     """Extract features for every input video without features in the feature set.
 
     Args:
         cfg: inputs, lake, feature settings and cluster settings.
 
     Returns:
-        The run's :class:`JobResult` (counts, shards, manifest URI, failures).
+        The run's :class:`ExtractRunResult` (counts, shards, manifest URI, failures).
 
     Raises:
         ValueError: bad config or ambiguous inputs (two videos with one video id). An input that

@@ -33,10 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from star_core.io import importers
+    from star_core.io import wtalc_import
     from star_core.io.import_basnet import import_basnet
 
-    exclude = () if args.keep_excluded else importers.THUMOS14_EXCLUDED
+    exclude = () if args.keep_excluded else wtalc_import.THUMOS14_EXCLUDED
     tolerance = None if args.length_tolerance < 0 else args.length_tolerance
     progress: Progress | None = None
 
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     common = dict(exclude_videos=exclude, length_tolerance=tolerance, shard_videos=args.shard_videos, on_progress=on_progress)
     if args.layout == "wtalc":
-        result = importers.import_wtalc(args.features, args.annotations, args.lake, args.dataset, args.feature_set, labels_from=args.labels_from, **common)
+        result = wtalc_import.import_wtalc(args.features, args.annotations, args.lake, args.dataset, args.feature_set, labels_from=args.labels_from, **common)
     else:
         result = import_basnet(args.root, args.lake, args.dataset, args.feature_set, gt_json=args.gt, video_info=args.video_info, ambiguous=args.ambiguous, **common)
     state = "created" if result.created else "unchanged (same content)"

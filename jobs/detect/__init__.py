@@ -19,18 +19,18 @@ import logging
 
 from jobs.detect.config import DetectJobConfig
 from jobs.detect.planning import JOB, DetectPlan, choose_feature_set, plan_videos, processed_before, select_videos
-from jobs.detect.recording import DetectRecorder, JobResult
+from jobs.detect.recording import DetectRecorder, DetectRunResult
 from jobs.detect.running import READ_COLUMNS, RESULT_SCHEMA, DetectBatch, Loader
 
 __all__ = [
-    "JOB", "READ_COLUMNS", "RESULT_SCHEMA", "DetectBatch", "DetectJobConfig", "DetectPlan", "JobResult", "Loader",
+    "JOB", "READ_COLUMNS", "RESULT_SCHEMA", "DetectBatch", "DetectJobConfig", "DetectPlan", "DetectRunResult", "Loader",
     "choose_feature_set", "detect", "plan_videos", "processed_before", "select_videos",
 ]
 
 log = logging.getLogger("star.detect")
 
 
-def detect(cfg: DetectJobConfig, loader: Loader | None = None) -> JobResult:
+def detect(cfg: DetectJobConfig, loader: Loader | None = None) -> DetectRunResult:
     """Detect actions on every selected video that this model version has not processed yet.
 
     Args:
@@ -39,7 +39,7 @@ def detect(cfg: DetectJobConfig, loader: Loader | None = None) -> JobResult:
             ``jobs.tracking.load_detector`` (the MLflow registry). Must be picklable.
 
     Returns:
-        :class:`JobResult` with counts, files, partitions, throughput and the MLflow run id.
+        :class:`DetectRunResult` with counts, files, partitions, throughput and the MLflow run id.
 
     Raises:
         ValueError: bad selection (unknown dataset or feature set, no model in the registry).

@@ -31,7 +31,7 @@ log = logging.getLogger("star.detect")
 
 
 @dataclass
-class JobResult:
+class DetectRunResult:
     """Summary of one detection run (also logged to its MLflow run)."""
 
     run_id: str  # MLflow run id: the detections' run_id column, file names, manifest name
@@ -144,7 +144,7 @@ class DetectRecorder:
         self.run_id = tracking.start_detect_run(
             tracking_uri, cfg.experiment, run_name=cfg.run_id, params=params, lake=lake, tags={"star.job_run_id": cfg.run_id or ""}
         )
-        self.result = JobResult(
+        self.result = DetectRunResult(
             run_id=self.run_id, model_name=model.name, model_version=model.version, model_uri=model.uri, feature_set=feature_set, date=date
         )
         self.manifest_parts: list[pa.Table] = []
@@ -159,10 +159,11 @@ class DetectRecorder:
         result.failed = len(unextracted)
         result.failures = [(vid, f"extraction failed: {extract_failures[vid]}") for vid in unextracted]
         if plan.missing:
+            no_features = f"no features in feature set {self.result.feature_set!r}"
             rows = [
                 manifests.manifest_row(JOB, self.run_id, vid, "failed", reason=f"extraction failed: {extract_failures[vid]}")
                 if vid in extract_failures
-                else manifests.manifest_row(JOB, self.run_id, vid, "skipped", reason=f"no features in feature set {self.result.feature_set!r}")
+                else manifests.manifest_row(JOB, self.run_id, vid, "skipped", reason=no_features)
                 for vid in plan.missing
             ]
             self.manifest_parts.append(_manifest(rows))
@@ -225,7 +226,7 @@ class DetectRecorder:
                 log.warning("video %s failed: %s", r["video_id"], r["reason"])
         self.manifest_parts.append(_manifest(manifest))
 
-    def finish(self, status: str, ground_truth: dict[str, Any]) -> JobResult:
+    def finish(self, status: str, ground_truth: dict[str, Any]) -> DetectRunResult:
         """Write the manifest and close the MLflow run (``FINISHED`` or ``FAILED``) with metrics, tags and timelines."""
         from jobs import tracking
 

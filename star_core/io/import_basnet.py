@@ -2,7 +2,7 @@
 
 ``features/{train,test}/{rgb,flow}/<video>.npy`` (``[T_i, 1024]`` each, 16 frames at 25 fps per
 step) plus an ActivityNet-style ``gt.json``. The lake receives the same features table and dataset
-version as :func:`star_core.io.importers.import_wtalc` writes (splits, THUMOS'14 protocol, weak
+version as :func:`star_core.io.wtalc_import.import_wtalc` writes (splits, THUMOS'14 protocol, weak
 labels with counts, evaluation-only intervals); see that module's docstring.
 """
 
@@ -14,12 +14,11 @@ from typing import Sequence
 
 from star_core.data import Instance, VideoFeatures
 from star_core.io import fs as fsmod
-from star_core.io.importers import (
+from star_core.io.wtalc_import import (
     DEFAULT_BASNET_FEATURE_SET,
     FPS,
     SEGMENT_FRAMES,
-    SPLITS,
-    ImportResult,
+    FeatureImportResult,
     ProgressFn,
     _as_lake,
     _finish,
@@ -27,6 +26,7 @@ from star_core.io.importers import (
     _protocol,
     check_length,
     check_stream,
+    protocol_split,
     split_of,
     video_labels,
 )
@@ -57,7 +57,7 @@ def import_basnet(
     length_tolerance: float | None = 0.1,
     shard_videos: int = 16,
     on_progress: ProgressFn | None = None,
-) -> ImportResult:
+) -> FeatureImportResult:
     """Import the BaS-Net per-video layout: ``features/{train,test}/{rgb,flow}/<video>.npy`` + ``gt.json``.
 
     Every video of ``gt.json`` must have both stream files under the folder of its subset
@@ -83,7 +83,7 @@ def import_basnet(
         on_progress: called with (videos written, total) after each shard.
 
     Returns:
-        An :class:`ImportResult`.
+        An :class:`FeatureImportResult`.
     """
     lake = _as_lake(lake)
     feature_set = feature_set or DEFAULT_BASNET_FEATURE_SET
@@ -110,7 +110,7 @@ def import_basnet(
         entry = database[vid]
         subset = entry.get("subset", "")
         split = split_of(subset, vid, exclude_videos)
-        folder = SPLITS[subset]
+        folder = protocol_split(subset, vid)  # features/{train,test}/: the protocol split, exclusions included
         listed.add((folder, vid))
         streams = {}
         for stream in ("rgb", "flow"):

@@ -49,7 +49,7 @@ class LabelRows:
 
 
 @dataclass
-class ImportResult:
+class LabelsImportResult:
     """Outcome of :func:`import_labels` (also the ``--json`` output of ``star labels import``)."""
 
     dataset: str
@@ -287,7 +287,7 @@ def import_labels(
     ignore_columns: Sequence[str] = (),
     fmt: str | None = None,
     feature_sets: Sequence[str] | None = None,
-) -> ImportResult:
+) -> LabelsImportResult:
     """Validate a label file and store it as a version of ``dataset`` in ``lake``.
 
     Args:
@@ -301,7 +301,7 @@ def import_labels(
         feature_sets: feature sets to check coverage against; None means all in the lake.
 
     Returns:
-        :class:`ImportResult` (version, whether it was created, splits, feature coverage).
+        :class:`LabelsImportResult` (version, whether it was created, splits, feature coverage).
 
     Raises:
         LabelsError: row-numbered problems (nothing is written).
@@ -352,7 +352,7 @@ def import_labels(
     splits: dict[str, int] = {}
     for v in parsed.videos:
         splits[v.split] = splits.get(v.split, 0) + 1
-    return ImportResult(
+    return LabelsImportResult(
         dataset=dataset,
         version=version,
         created=created,

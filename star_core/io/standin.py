@@ -24,7 +24,7 @@ import numpy as np
 
 from star_core.io import fs as fsmod
 from star_core.io.atomic import write_atomic
-from star_core.io.importers import WtalcAnnotations, read_wtalc_annotations, wtalc_labels
+from star_core.io.wtalc_import import WtalcAnnotations, read_wtalc_annotations, wtalc_labels
 from star_core.io.npy import object_array
 from star_core.synth import World, difficulty_config, generate_video
 

@@ -22,7 +22,7 @@ import pytest
 
 from jobs import tracking
 from jobs.cli import main as star
-from jobs.detect import RESULT_SCHEMA, DetectBatch, DetectJobConfig, JobResult, detect, processed_before
+from jobs.detect import RESULT_SCHEMA, DetectBatch, DetectJobConfig, DetectRunResult, detect, processed_before
 from star_core.config import StarConfig, replace
 from star_core.data import Instance, VideoFeatures, VideoLabels
 from star_core.detector import StarDetector
@@ -242,7 +242,7 @@ def test_detect_on_s3_with_registry_incremental(s3_lake_uri, ray_address, mlflow
 
 
 def test_job_result_summary_mentions_counts_and_failures():
-    r = JobResult(run_id="abc", model_name="star", model_version="2", model_uri="models:/star/2", feature_set="fs", date=DATE1, processed=3, failed=1, skipped=2, detections_written=9, segments_processed=90, elapsed_s=3.0, failures=[("v9", "ValueError: NaN")])
+    r = DetectRunResult(run_id="abc", model_name="star", model_version="2", model_uri="models:/star/2", feature_set="fs", date=DATE1, processed=3, failed=1, skipped=2, detections_written=9, segments_processed=90, elapsed_s=3.0, failures=[("v9", "ValueError: NaN")])
     text = r.summary()
     assert "3 processed, 1 failed, 2 skipped" in text and "v9: ValueError: NaN" in text and "1.33 videos/s" in text
     assert r.to_dict()["segments_per_s"] == pytest.approx(30.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.extract import ExtractJobConfig, JobResult, build_parser, config_from_args, feature_set_of
+from jobs.extract import ExtractJobConfig, ExtractRunResult, build_parser, config_from_args, feature_set_of
 from star_core.config import load_config
 from star_core.video.config import FeatureConfig
 
@@ -41,7 +41,7 @@ def test_feature_set_follows_the_extractor_rule():
 
 
 def test_result_summary_is_plain():
-    r = JobResult(run_id="r", feature_set="fs", manifest="m", done=2, n_segments=10, elapsed_s=4.0)
+    r = ExtractRunResult(run_id="r", feature_set="fs", manifest="m", done=2, n_segments=10, elapsed_s=4.0)
     s = r.summary()
     assert s["segments_per_s"] == 2.5 and s["done"] == 2 and s["failures"] == []
 

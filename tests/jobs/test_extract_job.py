@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from jobs.extract import ExtractJobConfig, JobResult, extract, feature_set_of
+from jobs.extract import ExtractJobConfig, ExtractRunResult, extract, feature_set_of
 from star_core.data import Instance
 from star_core.io import feature_store, manifests, schemas
 from star_core.io.lake import Lake
@@ -85,7 +85,7 @@ def _rows_per_video(lake: Lake) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def first_run(archive, ray_address) -> tuple[Lake, JobResult]:
+def first_run(archive, ray_address) -> tuple[Lake, ExtractRunResult]:
     lake_uri = f"{archive['prefix']}/lake"
     return Lake(lake_uri), extract(_config(archive, lake_uri, ray_address, run_id="first"))
 

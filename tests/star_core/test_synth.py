@@ -5,19 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from star_core.io import datasets, feature_store, importers, standin
+from star_core.io import datasets, feature_store, standin, wtalc_import
 from star_core.io.lake import Lake
 from star_core.synth import SynthConfig, World, generate_video, n_segments_of
 
 
 @pytest.fixture(scope="module")
 def ann(data_dir):
-    return importers.read_wtalc_annotations(str(data_dir / "thumos14" / "wtalc_Thumos14reduced-Annotations"))
+    return wtalc_import.read_wtalc_annotations(str(data_dir / "thumos14" / "wtalc_Thumos14reduced-Annotations"))
 
 
 @pytest.fixture(scope="module")
 def labels(ann):
-    return {v.video_id: v for v in importers.wtalc_labels(ann)}
+    return {v.video_id: v for v in wtalc_import.wtalc_labels(ann)}
 
 
 STUDY_CLASSES = ("CricketBowling", "CricketShot", "HighJump", "LongJump", "Billiards", "GolfSwing")
@@ -162,7 +162,7 @@ def test_small_standin_writes_wtalc_layout_with_real_intervals(ann, tmp_path):
     feats = out / standin.FEATURES_FILE
     assert feats.read_bytes() == (tmp_path / "again" / standin.FEATURES_FILE).read_bytes()  # seeded: same bytes
     assert marker["n_videos"] == 12 and marker["feat_dim"] == 64 and again["feature_set"] == marker["feature_set"]
-    small = importers.read_wtalc_annotations(str(out / standin.ANNOTATIONS_DIR))
+    small = wtalc_import.read_wtalc_annotations(str(out / standin.ANNOTATIONS_DIR))
     assert small.classes == [c for c in ann.classes if c in standin.SMALL_CLASSES]
     assert small.subsets.count("validation") == 8 and small.subsets.count("test") == 4
     real = {vid: i for i, vid in enumerate(ann.video_ids)}
@@ -172,7 +172,7 @@ def test_small_standin_writes_wtalc_layout_with_real_intervals(ann, tmp_path):
         assert small.durations_s[k] == ann.durations_s[i]
     # same importer as the public files: the marker names the feature set
     lake = Lake(str(tmp_path / "lake"))
-    result = importers.import_wtalc(str(feats), str(out / standin.ANNOTATIONS_DIR), lake, "th14-small")
+    result = wtalc_import.import_wtalc(str(feats), str(out / standin.ANNOTATIONS_DIR), lake, "th14-small")
     assert result.feature_set == marker["feature_set"] and result.splits == {"train": 8, "test": 4}
     assert datasets.dataset_source(lake, "th14-small")["provenance"]["seed"] == 0
     f = next(feature_store.read_features(lake, result.feature_set, [small.video_ids[0]]))

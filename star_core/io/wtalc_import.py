@@ -37,7 +37,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from star_core.data import Instance, VideoFeatures, VideoLabels
+from star_core.data import Instance, VideoFeatures, VideoLabels, split_of_name
 from star_core.io import fs as fsmod
 from star_core.io import datasets, feature_store
 from star_core.io.lake import Lake
@@ -50,7 +50,10 @@ FPS = 25.0  # frame rate of the public I3D grids
 SEGMENT_FRAMES = 16  # frames per feature step (0.64 s)
 DEFAULT_FEATURE_SET = "wtalc-i3d-25fps-16f"
 DEFAULT_BASNET_FEATURE_SET = "basnet-i3d-25fps-16f"
-SPLITS = {"validation": "train", "val": "train", "train": "train", "test": "test"}
+# The THUMOS'14 weakly-supervised protocol: models train on the *validation* subset and are tested on
+# the test subset. Keys are splits as named by data.SPLIT_ALIASES ("validation" -> "val"), values the
+# split a video of that subset lands in. A protocol decision, not a name: elsewhere "validation" means val.
+THUMOS14_PROTOCOL_SPLITS = {"val": "train", "train": "train", "test": "test"}
 EXCLUDED_SPLIT = "excluded"
 MARKER_FILE = "synth.json"  # written by star_core.synth next to stand-in annotations (provenance)
 LABEL_SOURCES = ("instances", "labels_all")
@@ -59,8 +62,8 @@ ProgressFn = Callable[[int, int], None]  # (videos written so far, total)
 
 
 @dataclass(frozen=True)
-class ImportResult:
-    """What an import wrote."""
+class FeatureImportResult:
+    """What an import of a public feature release (W-TALC, BaS-Net) wrote."""
 
     dataset: str
     version: int
@@ -179,14 +182,19 @@ def read_wtalc_annotations(annotations_dir: str) -> WtalcAnnotations:
 
 
 # ----- labels ----------------------------------------------------------------------------------
+def protocol_split(subset: str, video_id: str) -> str:
+    """The split a THUMOS video of ``subset`` lands in under the protocol (validation -> train, test -> test)."""
+    split = THUMOS14_PROTOCOL_SPLITS.get(split_of_name(subset) or "")
+    if split is None:
+        raise ValueError(f"video {video_id!r}: unknown subset {subset!r} (expected validation or test)")
+    return split
+
+
 def split_of(subset: str, video_id: str, exclude_videos: Sequence[str]) -> str:
-    """Dataset split of a THUMOS video: validation -> train, test -> test, protocol exclusions -> excluded."""
+    """Dataset split of a THUMOS video: :func:`protocol_split`, or ``excluded`` for the protocol's exclusions."""
     if video_id in exclude_videos:
         return EXCLUDED_SPLIT
-    try:
-        return SPLITS[subset]
-    except KeyError:
-        raise ValueError(f"video {video_id!r}: unknown subset {subset!r} (expected one of {sorted(SPLITS)})") from None
+    return protocol_split(subset, video_id)
 
 
 def video_labels(
@@ -289,11 +297,11 @@ def _as_lake(lake: Lake | str) -> Lake:
     return lake if isinstance(lake, Lake) else Lake(lake)
 
 
-def _finish(lake: Lake, dataset: str, classes: Sequence[str], labels: list[VideoLabels], feats: list[VideoFeatures], feature_set: str, source: dict, shard_videos: int, on_progress: ProgressFn | None) -> ImportResult:
+def _finish(lake: Lake, dataset: str, classes: Sequence[str], labels: list[VideoLabels], feats: list[VideoFeatures], feature_set: str, source: dict, shard_videos: int, on_progress: ProgressFn | None) -> FeatureImportResult:
     paths = write_feature_shards(lake, feature_set, feats, shard_videos, on_progress)
     version, created = datasets.save_dataset(lake, dataset, classes, labels, source=source)
     splits = dict(Counter(v.split for v in labels))
-    return ImportResult(
+    return FeatureImportResult(
         dataset=dataset,
         version=version,
         created=created,
@@ -330,7 +338,7 @@ def import_wtalc(
     length_tolerance: float | None = 0.1,
     shard_videos: int = 16,
     on_progress: ProgressFn | None = None,
-) -> ImportResult:
+) -> FeatureImportResult:
     """Import a W-TALC feature file and its annotation directory into ``lake``.
 
     Args:
@@ -347,7 +355,7 @@ def import_wtalc(
         on_progress: called with (videos written, total) after each shard.
 
     Returns:
-        An :class:`ImportResult`.
+        An :class:`FeatureImportResult`.
 
     Raises:
         FileNotFoundError: a file is missing.

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from star_core.io import datasets, feature_store, importers
+from star_core.io import datasets, feature_store, wtalc_import
 from star_core.io.import_basnet import import_basnet
 from star_core.io.lake import Lake
 from star_core.io.npy import UnsafePickleError, npy_bytes, object_array, read_npy
@@ -44,7 +44,7 @@ def wtalc(data_dir, tmp_path_factory):
     arrays = _wtalc_features(ann)
     feats = _save(tmp / "feats.npy", arrays)
     lake = Lake(str(tmp / "lake"))
-    result = importers.import_wtalc(str(feats), str(ann), lake, "th14")
+    result = wtalc_import.import_wtalc(str(feats), str(ann), lake, "th14")
     return ann, arrays, feats, lake, result
 
 
@@ -52,11 +52,11 @@ def test_wtalc_import_splits_labels_and_protocol(wtalc):
     ann, arrays, _, lake, result = wtalc
     assert result.created and result.version == 1
     assert result.splits == {"train": 200, "test": 210, "excluded": 2}
-    assert result.n_videos == 412 and result.feat_dim == D and result.feature_set == importers.DEFAULT_FEATURE_SET
+    assert result.n_videos == 412 and result.feat_dim == D and result.feature_set == wtalc_import.DEFAULT_FEATURE_SET
     ds = datasets.load_dataset(lake, "th14")
     assert len(ds.classes) == 20 and ds.classes[0] == "BaseballPitch"
     by_id = {v.video_id: v for v in ds.videos}
-    assert {v.video_id for v in ds.split("excluded")} == set(importers.THUMOS14_EXCLUDED)
+    assert {v.video_id for v in ds.split("excluded")} == set(wtalc_import.THUMOS14_EXCLUDED)
     # Instance counts match the official per-class files (evaluation-only intervals kept intact).
     n_val = sum(len(v.instances) for v in ds.split("train"))
     n_test = sum(len(v.instances) for v in ds.split("test"))
@@ -74,7 +74,7 @@ def test_wtalc_import_splits_labels_and_protocol(wtalc):
     # True durations from duration.npy (the 25 fps video would be wrong with frames/30).
     assert by_id["video_validation_0000311"].duration_s == pytest.approx(699.0, abs=0.2)
     src = datasets.dataset_source(lake, "th14")
-    assert src["protocol"]["exclude_videos"] == list(importers.THUMOS14_EXCLUDED) and src["feature_set"] == result.feature_set
+    assert src["protocol"]["exclude_videos"] == list(wtalc_import.THUMOS14_EXCLUDED) and src["feature_set"] == result.feature_set
 
 
 def test_wtalc_features_roundtrip(wtalc, data_dir):
@@ -94,9 +94,9 @@ def test_wtalc_features_roundtrip(wtalc, data_dir):
 
 def test_wtalc_reimport_is_noop_and_labels_all_option(wtalc, tmp_path):
     ann, _, feats, lake, _ = wtalc
-    again = importers.import_wtalc(str(feats), str(ann), lake, "th14")
+    again = wtalc_import.import_wtalc(str(feats), str(ann), lake, "th14")
     assert not again.created and again.version == 1
-    alt = importers.import_wtalc(str(feats), str(ann), lake, "th14-la", labels_from="labels_all")
+    alt = wtalc_import.import_wtalc(str(feats), str(ann), lake, "th14-la", labels_from="labels_all")
     ds = {v.video_id: v for v in datasets.load_dataset(lake, "th14-la").videos}
     # labels_all disagrees with the intervals here: CricketShot instances, only CricketBowling listed.
     assert ds["video_validation_0000171"].labels == ("CricketBowling",)
@@ -106,7 +106,7 @@ def test_wtalc_reimport_is_noop_and_labels_all_option(wtalc, tmp_path):
 def test_wtalc_on_object_store_lake(wtalc):
     ann, _, feats, _, _ = wtalc
     lake = Lake("memory://importer-test")
-    small = importers.import_wtalc(str(feats), str(ann), lake, "th14", feature_set="mem-set", shard_videos=100)
+    small = wtalc_import.import_wtalc(str(feats), str(ann), lake, "th14", feature_set="mem-set", shard_videos=100)
     assert small.n_videos == 412 and len(small.feature_files) == 5
     assert feature_store.feature_index(lake, "mem-set").num_rows == 412
 
@@ -128,7 +128,7 @@ def test_wtalc_bad_features_name_the_video(wtalc, tmp_path, mutate, message):
     assert names[7] == "video_validation_0000058" and names[5] == "video_validation_0000056"
     bad = _save(tmp_path / "bad.npy", mutate(list(arrays)))
     with pytest.raises(ValueError, match=message):
-        importers.import_wtalc(str(bad), str(ann), Lake(str(tmp_path / "lake")), "bad")
+        wtalc_import.import_wtalc(str(bad), str(ann), Lake(str(tmp_path / "lake")), "bad")
     assert not (tmp_path / "lake" / "labels").exists()  # nothing half-imported
 
 
@@ -136,12 +136,12 @@ def test_wtalc_odd_width_and_missing_annotation_file(wtalc, tmp_path):
     ann, arrays, _, _, _ = wtalc
     odd = _save(tmp_path / "odd.npy", [a[:, :7] for a in arrays])
     with pytest.raises(ValueError, match="video_validation_0000051.*odd width 7"):
-        importers.import_wtalc(str(odd), str(ann), str(tmp_path / "lake"), "bad")
+        wtalc_import.import_wtalc(str(odd), str(ann), str(tmp_path / "lake"), "bad")
     partial = tmp_path / "ann"
     shutil.copytree(ann, partial)
     os.remove(partial / "segments.npy")
     with pytest.raises(FileNotFoundError, match="segments.npy"):
-        importers.read_wtalc_annotations(str(partial))
+        wtalc_import.read_wtalc_annotations(str(partial))
 
 
 def test_unsafe_pickle_is_refused(tmp_path):
@@ -158,7 +158,7 @@ def test_unsafe_pickle_is_refused(tmp_path):
 
 
 def test_python2_annotation_pickles_decode_to_str(data_dir):
-    ann = importers.read_wtalc_annotations(str(data_dir / "thumos14" / "wtalc_Thumos14reduced-Annotations"))
+    ann = wtalc_import.read_wtalc_annotations(str(data_dir / "thumos14" / "wtalc_Thumos14reduced-Annotations"))
     assert ann.video_ids[0] == "video_validation_0000051" and ann.subsets[-1] == "test"
     assert all(isinstance(lab, str) for labs in ann.segment_labels for lab in labs)
     assert ann.ambiguous["video_test_0000278"][0] == (0.0, 1.4)
@@ -233,3 +233,14 @@ def test_cli_import_and_bad_input(wtalc, basnet, tmp_path, capsys):
     assert main(["import", "wtalc", "--features", str(tmp_path / "nope.npy"), "--annotations", str(ann), "--lake", lake, "--dataset", "w"]) == 2
     err = capsys.readouterr().err
     assert "nope.npy: file not found" in err and "Traceback" not in err
+
+
+def test_validation_means_val_except_under_the_thumos_protocol():
+    from star_core.data import split_of_name
+
+    names = ("validation", "Validation", "valid", "training", "testing", "dev")
+    assert [split_of_name(n) for n in names] == ["val", "val", "val", "train", "test", None]
+    assert wtalc_import.protocol_split("validation", "v") == "train" and wtalc_import.protocol_split("test", "v") == "test"
+    assert wtalc_import.split_of("test", "video_test_0000270", wtalc_import.THUMOS14_EXCLUDED) == "excluded"
+    with pytest.raises(ValueError, match="video 'v': unknown subset 'dev'"):
+        wtalc_import.protocol_split("dev", "v")
