@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 log = logging.getLogger("bench_protocol")
 
 
-def standin_pairs(difficulty: str, seed: int, feat_dim: int, scale: str = "full"):
+def standin_pairs(difficulty: str, seed: int, feat_dim: int, scale: str = "full", splits: tuple[str, ...] = ("train", "test")):
     """(classes, train pairs, test pairs, excluded ids) of the full stand-in, generated in memory."""
     import numpy as np
 
@@ -48,8 +48,8 @@ def standin_pairs(difficulty: str, seed: int, feat_dim: int, scale: str = "full"
     train, test = [], []
     for i in idx:
         video = labels[i]
-        if video.split not in ("train", "test"):
-            continue  # the excluded (mis-annotated) test videos
+        if video.split not in ("train", "test") or video.split not in splits:
+            continue  # the excluded (mis-annotated) test videos, and splits not asked for
         sv = generate_video(world, video)
         feats = VideoFeatures(video.video_id, sv.rgb.astype(np.float32), sv.flow.astype(np.float32), duration_s=video.duration_s)
         (train if video.split == "train" else test).append((feats, video))
