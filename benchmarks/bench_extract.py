@@ -136,8 +136,17 @@ def bench_end_to_end(video: Path, flow: str, device: str, flow_workers: int) -> 
     feats = ex.embed(pv, "bench")
     t2, c2 = time.perf_counter(), time.process_time()
     n = feats.n_segments
-    return {"flow": flow, "flow_workers": flow_workers, "segments": n, "prepare_s": t1 - t0, "embed_s": t2 - t1, "prepare_cpu_s": c1 - c0, "embed_cpu_s": c2 - c1,
-            "segments_per_s": n / (t2 - t0), "segments_per_cpu_s": n / (c2 - c0)}
+    return {
+        "flow": flow,
+        "flow_workers": flow_workers,
+        "segments": n,
+        "prepare_s": t1 - t0,
+        "embed_s": t2 - t1,
+        "prepare_cpu_s": c1 - c0,
+        "embed_cpu_s": c2 - c1,
+        "segments_per_s": n / (t2 - t0),
+        "segments_per_cpu_s": n / (c2 - c0),
+    }
 
 
 def main(argv=None) -> int:
@@ -171,25 +180,42 @@ def main(argv=None) -> int:
             d = bench_decode(video, repeats)
             grays = d.pop("grays")
             res["decode"] = d
-            print(f"decode+resample+resize+crop : {d['segments_per_s']:8.2f} segments/s, {d['segments_per_cpu_s']:8.2f} per CPU-s  ({d['frames']} frames in {d['s']:.2f} s)", flush=True)
+            print(
+                f"decode+resample+resize+crop : {d['segments_per_s']:8.2f} segments/s, {d['segments_per_cpu_s']:8.2f} per CPU-s  "
+                f"({d['frames']} frames in {d['s']:.2f} s)",
+                flush=True,
+            )
         if "flow" in stages:
             pairs = 4 if args.quick else 10
             for method in ("tvl1", "farneback"):
                 for threads in (1, None):
                     r = bench_flow(grays, method, pairs if method == "tvl1" else 3 * pairs, threads)
                     res[f"flow_{method}_{'1thread' if threads == 1 else 'allthreads'}"] = r
-                    print(f"flow {method:9s} ({r['cv2_threads']} thr)      : {r['segments_per_s']:8.3f} segments/s, {r['segments_per_cpu_s']:8.3f} per CPU-s  ({r['s_per_flow'] * 1000:.0f} ms, {r['cpu_s_per_flow'] * 1000:.0f} CPU-ms per flow at {r['shape'][1]}x{r['shape'][0]})", flush=True)
+                    print(
+                        f"flow {method:9s} ({r['cv2_threads']} thr)      : {r['segments_per_s']:8.3f} segments/s, "
+                        f"{r['segments_per_cpu_s']:8.3f} per CPU-s  ({r['s_per_flow'] * 1000:.0f} ms, {r['cpu_s_per_flow'] * 1000:.0f} "
+                        f"CPU-ms per flow at {r['shape'][1]}x{r['shape'][0]})",
+                        flush=True,
+                    )
         if "i3d" in stages:
             for stream in ("rgb", "flow"):
                 for b in batches:
                     r = bench_i3d(args.device, b, repeats if not args.device.startswith("cuda") else 10, stream)
                     res[f"i3d_{stream}_b{b}"] = r
-                    print(f"I3D {stream:4s} on {args.device} batch {b:3d}  : {r['segments_per_s']:8.2f} segments/s, {r['segments_per_cpu_s']:8.3f} per CPU-s  ({r['s_per_batch']:.3f} s per batch)", flush=True)
+                    print(
+                        f"I3D {stream:4s} on {args.device} batch {b:3d}  : {r['segments_per_s']:8.2f} segments/s, "
+                        f"{r['segments_per_cpu_s']:8.3f} per CPU-s  ({r['s_per_batch']:.3f} s per batch)",
+                        flush=True,
+                    )
         if "e2e" in stages:
             for flow in ("tvl1", "farneback"):
                 r = bench_end_to_end(video, flow, args.device, os.cpu_count() or 1)
                 res[f"e2e_{flow}"] = r
-                print(f"end to end ({flow:9s})     : {r['segments_per_s']:8.3f} segments/s, {r['segments_per_cpu_s']:8.3f} per CPU-s  (prepare {r['prepare_s']:.1f} s + I3D {r['embed_s']:.1f} s for {r['segments']} segments)", flush=True)
+                print(
+                    f"end to end ({flow:9s})     : {r['segments_per_s']:8.3f} segments/s, {r['segments_per_cpu_s']:8.3f} per CPU-s  "
+                    f"(prepare {r['prepare_s']:.1f} s + I3D {r['embed_s']:.1f} s for {r['segments']} segments)",
+                    flush=True,
+                )
     # Which stage bounds a single process (times per segment add up) and a pipelined cluster (slowest stage per resource)?
     # CPU runs compare CPU-seconds per segment (robust to other processes on the host); GPU runs wall time.
     key = "segments_per_s" if args.device.startswith("cuda") else "segments_per_cpu_s"
@@ -207,15 +233,30 @@ def main(argv=None) -> int:
     if per_seg:
         total = sum(per_seg.values())
         bound = max(per_seg, key=per_seg.get)
-        res["bound"] = {"stage": bound, "share": per_seg[bound] / total, "seconds_per_segment": per_seg, "pipeline_segments_per_s": 1 / total}
+        res["bound"] = {
+            "stage": bound,
+            "share": per_seg[bound] / total,
+            "seconds_per_segment": per_seg,
+            "pipeline_segments_per_s": 1 / total,
+        }
         print(f"{'CPU-' if key.endswith('cpu_s') else ''}seconds per segment: " + ", ".join(f"{k} {v:.3f}" for k, v in per_seg.items()))
         unit = "segments/s" if key == "segments_per_s" else "segments per CPU-s"
-        print(f"bound by: {bound} ({100 * per_seg[bound] / total:.0f}% of the time per segment); all stages in one process: {1 / total:.3f} {unit}")
+        print(
+            f"bound by: {bound} ({100 * per_seg[bound] / total:.0f}% of the time per segment); all stages in one process: {1 / total:.3f} "
+            f"{unit}"
+        )
         if "flow (tvl1)" in per_seg and key == "segments_per_s" and "i3d rgb" in per_seg and "i3d flow" in per_seg:
             gpu_rate = 1 / (per_seg["i3d rgb"] + per_seg["i3d flow"])
-            print(f"one {args.device} device embeds {gpu_rate:.1f} two-stream segments/s: it needs {gpu_rate * per_seg['flow (tvl1)']:.0f} CPU cores of TV-L1 to keep up")
-    print(f"(host: {res['host']['cpus']} CPUs, load average {res['host']['load_avg']:.1f}, torch {res['host']['torch']}, OpenCV {res['host']['opencv']}"
-          + (f", GPU {res['host']['gpu']}" if res["host"]["gpu"] else "") + ")")
+            print(
+                f"one {args.device} device embeds {gpu_rate:.1f} two-stream segments/s: it needs {gpu_rate * per_seg['flow (tvl1)']:.0f} "
+                "CPU cores of TV-L1 to keep up"
+            )
+    print(
+        f"(host: {res['host']['cpus']} CPUs, load average {res['host']['load_avg']:.1f}, torch {res['host']['torch']}, OpenCV "
+        f"{res['host']['opencv']}"
+        + (f", GPU {res['host']['gpu']}" if res["host"]["gpu"] else "")
+        + ")"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float))
     return 0

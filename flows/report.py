@@ -55,13 +55,27 @@ def train_markdown(summary: Mapping[str, Any]) -> str:
         f"## star/train: {summary.get('dataset')} v{_fmt(summary.get('dataset_version'))}",
         "",
         f"- lake: `{summary.get('lake_uri')}`",
-        *([f"- labels imported from `{li.get('source')}`: version {li.get('version')} ({'new' if li.get('created') else 'unchanged, no new version'})"] if (li := summary.get("labels_import")) else []),
+        *(
+            [
+                f"- labels imported from `{li.get('source')}`: version {li.get('version')} "
+                f"({'new' if li.get('created') else 'unchanged, no new version'})"
+            ]
+            if (li := summary.get("labels_import"))
+            else []
+        ),
         f"- feature set: `{summary.get('feature_set')}`",
-        f"- videos in the dataset: {_fmt(summary.get('videos'))} (train {_fmt(summary.get('videos_train'))}, test {_fmt(summary.get('videos_test'))})",
-        f"- features extracted by this run: {ext.get('done', 0)} (failed {ext.get('failed', 0)}, already present {summary.get('videos_with_features', '-')})",
+        f"- videos in the dataset: {_fmt(summary.get('videos'))} (train {_fmt(summary.get('videos_train'))}, test "
+        f"{_fmt(summary.get('videos_test'))})",
+        f"- features extracted by this run: {ext.get('done', 0)} (failed {ext.get('failed', 0)}, already present "
+        f"{summary.get('videos_with_features', '-')})",
         f"- model: `{model.get('name')}` version {_fmt(model.get('version'))}"
-        + (f", alias `@{model.get('alias')}` {'moved to this version' if model.get('alias_set') else 'kept on the previous holder'}" if model.get("alias") else ""),
-        f"- MLflow run: `{_fmt(summary.get('mlflow_run_id'))}`; epochs {_fmt(summary.get('epochs'))}; train time {_fmt(summary.get('train_s'))} s",
+        + (
+            f", alias `@{model.get('alias')}` {'moved to this version' if model.get('alias_set') else 'kept on the previous holder'}"
+            if model.get("alias")
+            else ""
+        ),
+        f"- MLflow run: `{_fmt(summary.get('mlflow_run_id'))}`; epochs {_fmt(summary.get('epochs'))}; train time "
+        f"{_fmt(summary.get('train_s'))} s",
     ]
     if summary.get("map"):
         lines += ["", "### Test mAP (%)", "", map_table_markdown(summary["map"], summary.get("avg_0.1_0.5"), summary.get("avg_0.1_0.7"))]
@@ -77,8 +91,10 @@ def detect_markdown(summary: Mapping[str, Any]) -> str:
         "",
         f"- lake: `{summary.get('lake_uri')}`",
         f"- model: `{summary.get('model_name')}` version {_fmt(summary.get('model_version'))}",
-        f"- new videos: {_fmt(summary.get('videos_uri'))}: extracted {ext.get('done', 0)}, failed {ext.get('failed', 0)}, already had features {ext.get('skipped', 0)}",
-        f"- detection: {det.get('done', 0)} videos processed, {det.get('failed', 0)} failed, {det.get('skipped', 0)} already done for this model version",
+        f"- new videos: {_fmt(summary.get('videos_uri'))}: extracted {ext.get('done', 0)}, failed {ext.get('failed', 0)}, already had "
+        f"features {ext.get('skipped', 0)}",
+        f"- detection: {det.get('done', 0)} videos processed, {det.get('failed', 0)} failed, {det.get('skipped', 0)} already done for this "
+        "model version",
         f"- detections written: {det.get('detections', 0)}",
     ]
     outputs = det.get("outputs") or []

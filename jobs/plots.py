@@ -101,7 +101,9 @@ def plot_timeline(
         mine = sorted((d for d in dets if d.label == label), key=lambda d: -d.score)[:max_per_class]
         for d in reversed(mine):  # strongest drawn last (on top)
             alpha = 0.25 + 0.75 * (d.score / max_score)
-            ax.broken_barh([(d.t_start_s, max(d.t_end_s - d.t_start_s, 1e-3))], (y + 0.1, 0.4), facecolors=color, alpha=alpha, edgecolor=color)
+            ax.broken_barh(
+                [(d.t_start_s, max(d.t_end_s - d.t_start_s, 1e-3))], (y + 0.1, 0.4), facecolors=color, alpha=alpha, edgecolor=color
+            )
         for d in mine[:score_labels]:  # the strongest detections carry their score, where the bar is wide enough
             if d.t_end_s - d.t_start_s >= 0.03 * end_s:
                 ax.text((d.t_start_s + d.t_end_s) / 2, y + 0.3, f"{d.score:.2f}", ha="center", va="center", fontsize=7, color="black")
@@ -113,7 +115,10 @@ def plot_timeline(
     ax.set_xlim(0, end_s)
     ax.set_xlabel("time (s)")
     n_gt = len(instances)
-    ax.set_title(f"{video_id}: ground truth (grey, top) vs detections (colour, bottom, score on the bar) | {n_gt} instances, {len(dets)} detections", fontsize=9)
+    ax.set_title(
+        f"{video_id}: ground truth (grey, top) vs detections (colour, bottom, score on the bar) | {n_gt} instances, {len(dets)} detections",
+        fontsize=9,
+    )
     ax.grid(axis="x", alpha=0.3)
     try:
         return _save(fig, out_png)

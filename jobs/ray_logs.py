@@ -39,7 +39,9 @@ WORKERS_LOG = "ray-workers.log"
 DRIVER_LOG = "ray-driver.log"
 RAY_DRIVER_LOGGERS = ("ray", "ray.data", "ray.train")
 # A line of star's format from star's loggers.
-_STAR_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) (?P<name>star(\.[\w.]+)?): (?P<msg>.*)$", re.S)
+_STAR_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) (?P<name>star(\.[\w.]+)?): (?P<msg>.*)$", re.S
+)
 _MARK = "_star_console"  # attribute on the handlers installed here (idempotence)
 
 
@@ -212,7 +214,11 @@ def route_worker_output(show: bool) -> bool:
         return False
     import functools
 
-    ignore_prefix = ray_worker._should_ignore_worker_log_prefix(ray_worker.global_worker) if hasattr(ray_worker, "_should_ignore_worker_log_prefix") else False
+    ignore_prefix = (
+        ray_worker._should_ignore_worker_log_prefix(ray_worker.global_worker)
+        if hasattr(ray_worker, "_should_ignore_worker_log_prefix")
+        else False
+    )
     ROUTER.ray_print = functools.partial(ray_worker.print_to_stdstream, ignore_prefix=ignore_prefix) if show else None
     dispatcher.remove_handler("ray_print_logs")
     dispatcher.remove_handler("star_console")

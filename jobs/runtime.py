@@ -14,7 +14,12 @@ from pathlib import Path
 log = logging.getLogger("star")
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None, object_store_memory: int | None = None, log_dir: str | os.PathLike | None = None) -> None:
+def ensure_ray(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    object_store_memory: int | None = None,
+    log_dir: str | os.PathLike | None = None,
+) -> None:
     """Attach to Ray once per process, with a quiet console (see :mod:`jobs.ray_logs`).
 
     ``address`` (or ``RAY_ADDRESS``) names a running cluster (``ray://``, ``host:port`` or

@@ -247,7 +247,9 @@ def _classes_tag(classes: tuple[str, ...]) -> str:
     return text if len(text) <= _MAX_TAG_CHARS else json.dumps({"n_classes": len(classes), "see": "the model's checkpoint"})
 
 
-def log_detector(uri: str, run_id: str, detector: "StarDetector", registered_name: str | None, tags: Mapping[str, Any] | None = None) -> ModelRef:
+def log_detector(
+    uri: str, run_id: str, detector: "StarDetector", registered_name: str | None, tags: Mapping[str, Any] | None = None
+) -> ModelRef:
     """Log ``detector`` to the run (pickled module + weights-only checkpoint) and register it.
 
     Args:
@@ -265,7 +267,9 @@ def log_detector(uri: str, run_id: str, detector: "StarDetector", registered_nam
 
     module = type(detector).__module__
     if not module.startswith("star_core."):
-        raise ValueError(f"log_detector: {type(detector).__qualname__} comes from {module!r}; the model must be a star_core class to load elsewhere")
+        raise ValueError(
+            f"log_detector: {type(detector).__qualname__} comes from {module!r}; the model must be a star_core class to load elsewhere"
+        )
     classes = tuple(detector.classes)
     tags = {str(k): str(v) for k, v in (tags or {}).items()}
     tags.setdefault(CLASSES_TAG, _classes_tag(classes))
@@ -335,7 +339,16 @@ def maybe_set_alias(uri: str, name: str, version: str, alias: str, score: float 
         if held_version == str(version):
             return True
         if held_score is not None and not score > held_score:
-            log.info("%s v%s: avg mAP %.2f does not beat %s@%s (v%s, %.2f): alias unchanged", name, version, score, name, alias, held_version, held_score)
+            log.info(
+                "%s v%s: avg mAP %.2f does not beat %s@%s (v%s, %.2f): alias unchanged",
+                name,
+                version,
+                score,
+                name,
+                alias,
+                held_version,
+                held_score,
+            )
             return False
     c.set_registered_model_alias(name, alias, str(version))
     log.info("%s@%s -> v%s (avg mAP %.2f%s)", name, alias, version, score, "" if holder is None else f", was v{holder[0]}")
@@ -412,7 +425,9 @@ def load_detector(model_uri: str, tracking: str | None = None) -> tuple["StarDet
                         artifact_uri=f"{base}/extra_files/{CHECKPOINT_FILE}", dst_path=tmp, tracking_uri=uri, registry_uri=uri
                     )
             except Exception as exc:
-                raise ValueError(f"model {model_uri!r} at {uri}: cannot fetch its STAR checkpoint (extra_files/{CHECKPOINT_FILE}): {exc}") from None
+                raise ValueError(
+                    f"model {model_uri!r} at {uri}: cannot fetch its STAR checkpoint (extra_files/{CHECKPOINT_FILE}): {exc}"
+                ) from None
             path = Path(fetched)
         if not path.is_file():
             raise ValueError(f"model {model_uri!r}: no STAR checkpoint at {path} (was it logged by jobs.tracking.log_detector?)")
@@ -451,7 +466,9 @@ def resolve_model(model_uri: str, uri: str) -> ResolvedModel:
     return ResolvedModel(name=name, version=str(version), alias=alias, uri=f"models:/{name}/{version}")
 
 
-def start_detect_run(uri: str, experiment: str, run_name: str | None, params: Mapping[str, Any], lake: Lake | str, tags: Mapping[str, str] | None = None) -> str:
+def start_detect_run(
+    uri: str, experiment: str, run_name: str | None, params: Mapping[str, Any], lake: Lake | str, tags: Mapping[str, str] | None = None
+) -> str:
     """Open the MLflow run of one detection job (experiment ``experiment``) and log its params.
 
     Returns:
@@ -466,7 +483,9 @@ def start_detect_run(uri: str, experiment: str, run_name: str | None, params: Ma
     return run_id
 
 
-def finish_detect_run(uri: str, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, Any], artifacts: Mapping[str, str], status: str = "FINISHED") -> None:
+def finish_detect_run(
+    uri: str, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, Any], artifacts: Mapping[str, str], status: str = "FINISHED"
+) -> None:
     """Log a detection run's counts, partition URIs and timeline PNGs, then close it.
 
     Args:

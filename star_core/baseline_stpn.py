@@ -141,13 +141,26 @@ class StpnDetector(nn.Module):
                         props.append(Proposal(int(c), s, e, score_interval(psi, s, e, cfg.proposal_score) * weight))
                 kept = nms_per_class(props, cfg.nms_tiou, cfg.max_detections_per_video)
                 starts_s, ends_s = video.segment_bounds_s()
-                out.append([Detection(video.video_id, self.classes[p.class_idx], float(starts_s[p.start_idx]), float(ends_s[p.end_idx]), float(p.score)) for p in kept])
+                out.append(
+                    [
+                        Detection(
+                            video.video_id,
+                            self.classes[p.class_idx],
+                            float(starts_s[p.start_idx]),
+                            float(ends_s[p.end_idx]),
+                            float(p.score),
+                        )
+                        for p in kept
+                    ]
+                )
             return out
         finally:
             self.train(was_training)
 
 
-def stpn_loss(logits: torch.Tensor, lam: torch.Tensor, targets: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def stpn_loss(
+    logits: torch.Tensor, lam: torch.Tensor, targets: torch.Tensor, beta: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, classification, sparsity): multi-label BCE + β Σ_i λ_i (mean over videos)."""
     cls = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(1).mean()
     sparsity = lam.sum(1).mean()

@@ -119,9 +119,15 @@ def resolve_columns(
     all_names = [a for names in ALIASES.values() for a in names]
     for canonical, column in (mapping or {}).items():
         if canonical not in ALIASES:
-            problems.append(f"--column {canonical}={column}: unknown field {canonical!r}{_suggest(canonical, list(ALIASES))}; fields: {', '.join(ALIASES)}")
+            problems.append(
+                f"--column {canonical}={column}: unknown field {canonical!r}{_suggest(canonical, list(ALIASES))}; fields: "
+                f"{', '.join(ALIASES)}"
+            )
         elif column not in columns:
-            problems.append(f"--column {canonical}={column}: the file has no column {column!r}{_suggest(column, list(columns))}; columns: {', '.join(columns)}")
+            problems.append(
+                f"--column {canonical}={column}: the file has no column {column!r}{_suggest(column, list(columns))}; columns: "
+                f"{', '.join(columns)}"
+            )
         else:
             chosen[canonical] = column
     used = set(chosen.values())
@@ -130,7 +136,10 @@ def resolve_columns(
             continue
         present = [n for n in names if n in columns and n not in used and n not in ignore]
         if len(present) > 1:
-            problems.append(f"columns {present[0]!r} and {present[1]!r} both name the {canonical}: choose one with --column {canonical}=NAME or --ignore-column")
+            problems.append(
+                f"columns {present[0]!r} and {present[1]!r} both name the {canonical}: choose one with --column {canonical}=NAME or "
+                "--ignore-column"
+            )
         elif present:
             chosen[canonical] = present[0]
             used.add(present[0])
@@ -139,12 +148,17 @@ def resolve_columns(
         if column in used or column in ignore:
             continue
         if column in all_names:  # an alias of a field that another column already feeds
-            problems.append(f"{where}: column {column!r} duplicates the field fed by another column; drop it or use --ignore-column {column}")
+            problems.append(
+                f"{where}: column {column!r} duplicates the field fed by another column; drop it or use --ignore-column {column}"
+            )
             continue
         close = _closest(column, all_names)
         hint = f" (did you mean {close!r}?)" if close else ""
         suggested.update(f for f, names in ALIASES.items() if close in names)
-        problems.append(f"{where}: unknown column {column!r}{hint}; known: {', '.join(ALIASES)} (map with --column FIELD=COLUMN, skip with --ignore-column)")
+        problems.append(
+            f"{where}: unknown column {column!r}{hint}; known: {', '.join(ALIASES)} (map with --column FIELD=COLUMN, skip with "
+            "--ignore-column)"
+        )
     for canonical in REQUIRED:
         if canonical not in chosen and canonical not in suggested and canonical not in (mapping or {}):
             problems.append(f"missing required column {canonical!r} (accepted names: {', '.join(ALIASES[canonical])})")
@@ -181,13 +195,17 @@ def check_video_id(video_id: str) -> str:
     if video_id in (".", ".."):
         raise ValueError(f"video id {video_id!r} is not allowed (it names a directory, not a video)")
     if video_id.startswith(VIDEO_ID_FORMULA_PREFIXES) or any(c in video_id for c in "\t\r\n"):
-        raise ValueError(f"video id {video_id!r} starts with {video_id[0]!r} or holds a control character: spreadsheets run such cells as a formula")
+        raise ValueError(
+            f"video id {video_id!r} starts with {video_id[0]!r} or holds a control character: spreadsheets run such cells as a formula"
+        )
     return video_id
 
 
 def _check_label(label: str) -> None:
     if label.startswith(FORMULA_PREFIXES) or any(c in label for c in "\t\r\n"):
-        raise ValueError(f"label {label!r} starts with {label[0]!r} or holds a control character: spreadsheets run such cells as a formula; rename it")
+        raise ValueError(
+            f"label {label!r} starts with {label[0]!r} or holds a control character: spreadsheets run such cells as a formula; rename it"
+        )
 
 
 def _split_items(text: str, delimiter: str) -> list[str]:
@@ -327,7 +345,9 @@ def parse_split_cell(value: Any, split_map: Mapping[str, str]) -> str | None:
     key = str(value).strip().lower()
     if key in split_map:
         return split_map[key]
-    raise ValueError(f"unknown split {value!r}{_suggest(key, list(split_map))}; use one of {', '.join(SPLIT_NAMES)} (or --split-map VALUE=SPLIT)")
+    raise ValueError(
+        f"unknown split {value!r}{_suggest(key, list(split_map))}; use one of {', '.join(SPLIT_NAMES)} (or --split-map VALUE=SPLIT)"
+    )
 
 
 # ----- splits ----------------------------------------------------------------------------------
@@ -366,7 +386,9 @@ class _Row:
     duration_s: float | None
 
 
-def _parse_row(raw: RawRow, columns: Mapping[str, str], opts: ImportOptions, resolve_video: Callable[[str], tuple[str, str | None]]) -> _Row:
+def _parse_row(
+    raw: RawRow, columns: Mapping[str, str], opts: ImportOptions, resolve_video: Callable[[str], tuple[str, str | None]]
+) -> _Row:
     """Parse one row; raises ValueError listing the first problem of each field (joined by '; ')."""
     vals = {field_: raw.values.get(column) for field_, column in columns.items()}
     errors: list[str] = []
@@ -472,7 +494,9 @@ def parse_rows(
     for raw in rows:
         errors = []
         try:  # duplicates are found even in rows with other problems
-            video_id = resolve_video(str(raw.values.get(columns["video"])).strip())[0] if not _missing(raw.values.get(columns["video"])) else None
+            video_id = (
+                resolve_video(str(raw.values.get(columns["video"])).strip())[0] if not _missing(raw.values.get(columns["video"])) else None
+            )
         except ValueError:
             video_id = None
         if video_id is not None and video_id in first_seen:
@@ -493,12 +517,16 @@ def parse_rows(
     for row in parsed:
         declared, decoded = row.duration_s, durations_s.get(row.video_id)
         if declared is not None and decoded is not None and abs(declared - decoded) > 1.0:
-            warnings.append(f"{row.where}: video {row.video_id!r} declares duration {declared:.2f} s but its decoded features span {decoded:.2f} s; using {decoded:.2f} s")
+            warnings.append(
+                f"{row.where}: video {row.video_id!r} declares duration {declared:.2f} s but its decoded features span {decoded:.2f} s; "
+                f"using {decoded:.2f} s"
+            )
         duration = decoded if decoded is not None else declared
         late = [i for i in row.instances if duration is not None and i.t_end_s > duration + opts.duration_tolerance_s]
         if late:
             problems.append(
-                f"{row.where}: {len(late)} interval(s) end past the video's duration {duration:.2f} s, e.g. {late[0].label}:{late[0].t_start_s:g}-{late[0].t_end_s:g}"
+                f"{row.where}: {len(late)} interval(s) end past the video's duration {duration:.2f} s, e.g. "
+                f"{late[0].label}:{late[0].t_start_s:g}-{late[0].t_end_s:g}"
             )
             bad_rows.add(row.where)
             continue

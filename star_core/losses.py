@@ -100,5 +100,11 @@ def star_loss(out: StarOutput, targets: torch.Tensor, counts: torch.Tensor | Non
     elif cfg.background_weight > 0:
         raise ValueError("loss.background_weight > 0 needs background logits (a teacher-forced forward)")
 
-    total = classification + cfg.beta_sparsity * sparsity + cfg.gamma_coverage * coverage + cfg.delta_ram * ram + cfg.background_weight * background
+    total = (
+        classification
+        + cfg.beta_sparsity * sparsity
+        + cfg.gamma_coverage * coverage
+        + cfg.delta_ram * ram
+        + cfg.background_weight * background
+    )
     return LossTerms(total=total, classification=classification, sparsity=sparsity, coverage=coverage, ram=ram, background=background)

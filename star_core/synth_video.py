@@ -68,7 +68,9 @@ def _draw(frame: np.ndarray, label: str, phase_s: float) -> None:
     frame[mask] = colour
 
 
-def make_video(path: str | Path, instances: list[Instance], duration_s: float, fps: float = 25.0, size: int = 128, seed: int = 0) -> SyntheticVideo:
+def make_video(
+    path: str | Path, instances: list[Instance], duration_s: float, fps: float = 25.0, size: int = 128, seed: int = 0
+) -> SyntheticVideo:
     """Write an H.264 (or MPEG-4) video with the given action instances; returns its record."""
     import av
 
@@ -119,7 +121,9 @@ def random_instances(rng: np.random.Generator, duration_s: float, classes: list[
     return instances
 
 
-def make_demo_set(out_dir: str | Path, n_videos: int = 16, duration_s: float = 12.0, fps: float = 25.0, size: int = 128, seed: int = 0) -> list[SyntheticVideo]:
+def make_demo_set(
+    out_dir: str | Path, n_videos: int = 16, duration_s: float = 12.0, fps: float = 25.0, size: int = 128, seed: int = 0
+) -> list[SyntheticVideo]:
     """``n_videos`` videos with random known actions from :data:`DEMO_CLASSES`."""
     rng = np.random.default_rng(seed)
     classes = list(DEMO_CLASSES)

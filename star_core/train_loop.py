@@ -97,7 +97,9 @@ class Batch(dict):
     """Collated batch: ``rgb``/``flow`` (B, N, D), ``mask`` (B, N), ``targets`` (B, T), ``counts`` (B, T)."""
 
 
-def collate(items: Sequence[tuple[np.ndarray, np.ndarray, list[int], list[float]]], num_classes: int, device: torch.device | str = "cpu") -> Batch:
+def collate(
+    items: Sequence[tuple[np.ndarray, np.ndarray, list[int], list[float]]], num_classes: int, device: torch.device | str = "cpu"
+) -> Batch:
     """(rgb (N_b, D), flow (N_b, D), sequence, counts) per video -> padded tensors with masks."""
     rgb, mask = pad_batch([it[0] for it in items], device)
     flow, _ = pad_batch([it[1] for it in items], device)
@@ -133,10 +135,13 @@ class Trainer:
         self.classes = tuple(classes)
         self.device = torch.device(device)
         seed_everything(cfg.train.seed)
-        self.detector = StarDetector(classes=self.classes, feat_dim=feat_dim, model_cfg=cfg.model, localize_cfg=cfg.localize, class_order=class_order).to(self.device)
+        self.detector = StarDetector(
+            classes=self.classes, feat_dim=feat_dim, model_cfg=cfg.model, localize_cfg=cfg.localize, class_order=class_order
+        ).to(self.device)
         self.modules = {s: wrap_module(self.detector.streams[s]) for s in STREAMS}  # forward goes through these
         self.optimizers = {
-            s: torch.optim.Adam(self.detector.streams[s].parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay) for s in STREAMS
+            s: torch.optim.Adam(self.detector.streams[s].parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+            for s in STREAMS
         }
         self.generator = torch.Generator().manual_seed(cfg.train.seed)  # sampling and shuffling
         self.epoch = 0  # epochs completed
@@ -236,7 +241,15 @@ def fit(
         done = epoch + 1
         if done == cfg.train.epochs or done % max(1, cfg.train.epochs // 10) == 0:
             rate = done / max(time.monotonic() - t0, 1e-9)
-            log.info("epoch %d/%d  rgb/total %.4f  flow/total %.4f  (%.2f epochs/s, ETA %.0f s)", done, cfg.train.epochs, metrics["rgb/total"], metrics["flow/total"], rate, (cfg.train.epochs - done) / rate)
+            log.info(
+                "epoch %d/%d  rgb/total %.4f  flow/total %.4f  (%.2f epochs/s, ETA %.0f s)",
+                done,
+                cfg.train.epochs,
+                metrics["rgb/total"],
+                metrics["flow/total"],
+                rate,
+                (cfg.train.epochs - done) / rate,
+            )
     detector = trainer.detector
     if cfg.refine.rounds > 0:
         refine_detector(detector, pairs, cfg.refine)
@@ -257,7 +270,15 @@ def refine_detector(detector: StarDetector, pairs: Sequence[tuple[VideoFeatures,
         if done == total or done % max(1, total // 5) == 0:
             rate = done / max(time.monotonic() - t0, 1e-9)
             eta_s = (total - done) / rate
-            log.info("refine round %d/%d epoch %d/%d  loss %.4f  (ETA %.0f s)", round_idx + 1, cfg.rounds, epoch + 1, epochs, metrics["total"], eta_s)
+            log.info(
+                "refine round %d/%d epoch %d/%d  loss %.4f  (ETA %.0f s)",
+                round_idx + 1,
+                cfg.rounds,
+                epoch + 1,
+                epochs,
+                metrics["total"],
+                eta_s,
+            )
 
     was_training = detector.training
     detector.eval()

@@ -63,7 +63,9 @@ def start_process(name: str, cmd: list[str], workdir: Path, health_url: str, tim
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"{name}.log"
     fh = open(log, "wb")
-    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=workdir, env={**os.environ, **(env or {})}, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=workdir, env={**os.environ, **(env or {})}, start_new_session=True
+    )
     svc = Service(name, proc, log, health_url)
     try:
         wait_http(health_url, timeout_s, proc, log)
@@ -214,7 +216,9 @@ def restart_mlflow(down_s: float, timeout_s: float = 300) -> float:
     with open(_MLFLOW.log, "ab") as fh:
         fh.write(b"\n--- restarted by tests.services.restart_mlflow ---\n")
         fh.flush()
-        _MLFLOW.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=workdir, env={**os.environ, **env}, start_new_session=True)
+        _MLFLOW.proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=workdir, env={**os.environ, **env}, start_new_session=True
+        )
     wait_http(_MLFLOW.url, timeout_s, _MLFLOW.proc, _MLFLOW.log)
     return time.monotonic() - t0
 
@@ -231,6 +235,13 @@ def start_prefect(workdir: Path) -> Service:
         "PREFECT_SERVER_API_PORT": str(port),
     }
     prefect = shutil.which("prefect", path=str(BIN)) or "prefect"
-    svc = start_process("prefect", [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], workdir, f"http://127.0.0.1:{port}/api/health", 300, env)  # > 180 s seen under load
+    svc = start_process(
+        "prefect",
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        workdir,
+        f"http://127.0.0.1:{port}/api/health",
+        300,
+        env,
+    )  # > 180 s seen under load
     svc.env = env  # type: ignore[attr-defined]
     return svc

@@ -68,7 +68,9 @@ def dataset_versions(lake: Lake, name: str) -> list[int]:
     return sorted(found)
 
 
-def save_dataset(lake: Lake, name: str, classes: Sequence[str], videos: Sequence[VideoLabels], source: dict | None = None) -> tuple[int, bool]:
+def save_dataset(
+    lake: Lake, name: str, classes: Sequence[str], videos: Sequence[VideoLabels], source: dict | None = None
+) -> tuple[int, bool]:
     """Store a dataset version; returns (version, created).
 
     Saving the same content again is a no-op that returns the latest version; changed content

@@ -126,7 +126,17 @@ def import_basnet(
         duration = _basnet_duration(vid, entry, info, n_rgb, length_tolerance)
         instances = [Instance(a["label"], float(a["segment"][0]), float(a["segment"][1])) for a in entry.get("annotations", [])]
         labels.append(video_labels(vid, split, instances, classes, duration, amb.get(vid, ())))
-        feats.append(VideoFeatures(vid, streams["rgb"], streams["flow"], FPS, SEGMENT_FRAMES, duration, source_uri=f"{root.rstrip('/')}/features/{folder}/rgb/{vid}.npy"))
+        feats.append(
+            VideoFeatures(
+                vid,
+                streams["rgb"],
+                streams["flow"],
+                FPS,
+                SEGMENT_FRAMES,
+                duration,
+                source_uri=f"{root.rstrip('/')}/features/{folder}/rgb/{vid}.npy",
+            )
+        )
     if not feats:
         raise ValueError(f"{gt_path}: no videos in 'database'")
     for folder in ("train", "test"):
@@ -134,7 +144,14 @@ def import_basnet(
         extra = [p.rsplit("/", 1)[-1][:-4] for p in (fs.glob(_join(d, "*.npy")) if fs.exists(d) else [])]
         extra = [v for v in extra if (folder, v) not in listed]
         if extra:
-            log.warning("%s/features/%s: %d feature files have no entry in %s and are skipped (e.g. %s)", root, folder, len(extra), gt_path, extra[:3])
+            log.warning(
+                "%s/features/%s: %d feature files have no entry in %s and are skipped (e.g. %s)",
+                root,
+                folder,
+                len(extra),
+                gt_path,
+                extra[:3],
+            )
     source = {
         "format": "basnet",
         "root": str(root),
@@ -163,6 +180,12 @@ def _basnet_duration(vid: str, entry: dict, info: dict, n_segments: int, toleran
     try:
         check_length(vid, n_segments, duration, tolerance)
     except ValueError:
-        log.warning("video %r: gt.json duration %.1f s disagrees with %d feature steps (%.1f s); using the feature grid", vid, duration, n_segments, grid_s)
+        log.warning(
+            "video %r: gt.json duration %.1f s disagrees with %d feature steps (%.1f s); using the feature grid",
+            vid,
+            duration,
+            n_segments,
+            grid_s,
+        )
         return grid_s
     return duration

@@ -226,7 +226,9 @@ def _activitynet_rows(uri: str, database: Mapping[str, Any]) -> LabelRows:
         rows.append(RawRow(where, values))
     if problems:
         raise LabelsError(uri, problems)
-    return LabelRows(uri, "json", rows, {k: "database" for k in ("video", "labels", "counts", "intervals", "split", "duration_s")}, activitynet=True)
+    return LabelRows(
+        uri, "json", rows, {k: "database" for k in ("video", "labels", "counts", "intervals", "split", "duration_s")}, activitynet=True
+    )
 
 
 # ----- videos and features --------------------------------------------------------------------
@@ -310,7 +312,9 @@ def import_labels(
     opts = opts or ImportOptions()
     check_name("dataset", dataset)
     if opts.label_delimiter.strip() in ("", ":", "-"):
-        raise ValueError(f"label delimiter {opts.label_delimiter!r} is not allowed (':' and '-' are used in 'label:count' and 'label:start-end')")
+        raise ValueError(
+            f"label delimiter {opts.label_delimiter!r} is not allowed (':' and '-' are used in 'label:count' and 'label:start-end')"
+        )
     if "://" not in str(file_uri):
         file_uri = os.path.abspath(file_uri)  # provenance and relative video paths need the full path
     read = read_label_rows(file_uri, fmt)

@@ -15,7 +15,16 @@ from star_core.io.lake import Lake, check_name
 from star_core.io.stamps import utc_now
 
 
-def manifest_row(job: str, run_id: str, input: str, status: str, reason: str | None = None, duration_s: float | None = None, n_segments: int | None = None, output: str | None = None) -> dict:
+def manifest_row(
+    job: str,
+    run_id: str,
+    input: str,
+    status: str,
+    reason: str | None = None,
+    duration_s: float | None = None,
+    n_segments: int | None = None,
+    output: str | None = None,
+) -> dict:
     """One manifest row (status ``done`` / ``failed`` / ``skipped``), stamped with the current time.
 
     Raises:
@@ -23,7 +32,17 @@ def manifest_row(job: str, run_id: str, input: str, status: str, reason: str | N
     """
     if status not in schemas.MANIFEST_STATUSES:
         raise ValueError(f"manifest status must be one of {schemas.MANIFEST_STATUSES}, got {status!r}")
-    return {"job": job, "run_id": run_id, "input": input, "status": status, "reason": reason, "duration_s": duration_s, "n_segments": n_segments, "output": output, "finished_at": utc_now()}
+    return {
+        "job": job,
+        "run_id": run_id,
+        "input": input,
+        "status": status,
+        "reason": reason,
+        "duration_s": duration_s,
+        "n_segments": n_segments,
+        "output": output,
+        "finished_at": utc_now(),
+    }
 
 
 def write_manifest(lake: Lake, job: str, run_id: str, rows: Sequence[dict]) -> str:

@@ -30,7 +30,12 @@ from star_core.synth import World, difficulty_config, generate_video
 
 FEATURES_FILE = "Thumos14reduced-I3D-JOINTFeatures.npy"
 ANNOTATIONS_DIR = "Thumos14reduced-Annotations"
-SMALL_CLASSES = ("BaseballPitch", "Billiards", "CricketShot", "HighJump")  # one venue shared with nothing, one indoor, one sibling, one stadium
+SMALL_CLASSES = (
+    "BaseballPitch",
+    "Billiards",
+    "CricketShot",
+    "HighJump",
+)  # one venue shared with nothing, one indoor, one sibling, one stadium
 SCALES = ("small", "full")
 
 
@@ -58,7 +63,10 @@ def select_videos(ann: WtalcAnnotations, scale: str) -> tuple[list[int], list[st
             pool = [
                 i
                 for i in range(len(ann.video_ids))
-                if ann.subsets[i] == subset and ann.segment_labels[i] and set(ann.segment_labels[i]) == {cls} and 60.0 <= ann.durations_s[i] <= 240.0
+                if ann.subsets[i] == subset
+                and ann.segment_labels[i]
+                and set(ann.segment_labels[i]) == {cls}
+                and 60.0 <= ann.durations_s[i] <= 240.0
             ]
             pool.sort(key=lambda i: (ann.durations_s[i], ann.video_ids[i]))
             if len(pool) < k:

@@ -142,7 +142,9 @@ def read_wtalc_annotations(annotations_dir: str) -> WtalcAnnotations:
         segs = [tuple(float(x) for x in s) for s in arrays["segments"][i]]
         labs = _decode(arrays["labels"][i])
         if len(segs) != len(labs) or any(len(s) != 2 for s in segs):
-            raise ValueError(f"{annotations_dir}: video {vid!r}: {len(segs)} segments but {len(labs)} segment labels (or a segment is not [start, end])")
+            raise ValueError(
+                f"{annotations_dir}: video {vid!r}: {len(segs)} segments but {len(labs)} segment labels (or a segment is not [start, end])"
+            )
         for (s, e), lab in zip(segs, labs):
             if lab not in known:
                 raise ValueError(f"{annotations_dir}: video {vid!r}: label {lab!r} is not in classlist.npy")
@@ -229,7 +231,9 @@ def video_labels(
     )
 
 
-def wtalc_labels(ann: WtalcAnnotations, exclude_videos: Sequence[str] = THUMOS14_EXCLUDED, labels_from: str = "instances") -> list[VideoLabels]:
+def wtalc_labels(
+    ann: WtalcAnnotations, exclude_videos: Sequence[str] = THUMOS14_EXCLUDED, labels_from: str = "instances"
+) -> list[VideoLabels]:
     """One :class:`VideoLabels` per annotated video (see :func:`video_labels`)."""
     if labels_from not in LABEL_SOURCES:
         raise ValueError(f"labels_from must be one of {LABEL_SOURCES}, got {labels_from!r}")
@@ -282,7 +286,9 @@ def check_stream(video_id: str, name: str, arr: np.ndarray, feat_dim: int | None
     return arr
 
 
-def write_feature_shards(lake: Lake, feature_set: str, videos: Sequence[VideoFeatures], shard_videos: int = 16, on_progress: ProgressFn | None = None) -> list[str]:
+def write_feature_shards(
+    lake: Lake, feature_set: str, videos: Sequence[VideoFeatures], shard_videos: int = 16, on_progress: ProgressFn | None = None
+) -> list[str]:
     """Write ``videos`` as feature shards of ``shard_videos`` rows (deterministic names; reruns overwrite)."""
     paths = []
     for start in range(0, len(videos), shard_videos):
@@ -297,7 +303,17 @@ def _as_lake(lake: Lake | str) -> Lake:
     return lake if isinstance(lake, Lake) else Lake(lake)
 
 
-def _finish(lake: Lake, dataset: str, classes: Sequence[str], labels: list[VideoLabels], feats: list[VideoFeatures], feature_set: str, source: dict, shard_videos: int, on_progress: ProgressFn | None) -> FeatureImportResult:
+def _finish(
+    lake: Lake,
+    dataset: str,
+    classes: Sequence[str],
+    labels: list[VideoLabels],
+    feats: list[VideoFeatures],
+    feature_set: str,
+    source: dict,
+    shard_videos: int,
+    on_progress: ProgressFn | None,
+) -> FeatureImportResult:
     paths = write_feature_shards(lake, feature_set, feats, shard_videos, on_progress)
     version, created = datasets.save_dataset(lake, dataset, classes, labels, source=source)
     splits = dict(Counter(v.split for v in labels))
@@ -379,7 +395,9 @@ def import_wtalc(
     if len(arrays) != len(ann.video_ids):
         first_missing = ann.video_ids[len(arrays)] if len(arrays) < len(ann.video_ids) else None
         hint = f"; first video without features: {first_missing!r}" if first_missing else ""
-        raise ValueError(f"{features_npy} holds {len(arrays)} feature arrays but {annotations_dir}/videoname.npy lists {len(ann.video_ids)} videos{hint}")
+        raise ValueError(
+            f"{features_npy} holds {len(arrays)} feature arrays but {annotations_dir}/videoname.npy lists {len(ann.video_ids)} videos{hint}"
+        )
     width = None
     feats = []
     for i, vid in enumerate(ann.video_ids):

@@ -129,7 +129,9 @@ class StarNet(nn.Module):
             bg_pattern = self.assembler.assemble(comp, enc.feats, enc.mask)  # (B, D)
             hb, _ = self.cell(torch.cat([bg_pattern, rest], dim=-1), (state.h, state.c))
             bg_logits = self.out(hb)
-        return StepResult(logits=logits, assembly=asm, state=StepState(h=h, c=c, centroid=asm.centroid, t=state.t + 1), background_logits=bg_logits)
+        return StepResult(
+            logits=logits, assembly=asm, state=StepState(h=h, c=c, centroid=asm.centroid, t=state.t + 1), background_logits=bg_logits
+        )
 
     def forward(
         self,

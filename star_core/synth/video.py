@@ -175,7 +175,9 @@ def generate_video(world: World, video: VideoLabels) -> SynthVideo:
     if video.ambiguous and E:
         for a, b in video.ambiguous:
             ev = int(rng.integers(E))  # a weak action of a class of this video
-            amb_w[ev] = np.maximum(amb_w[ev], _overlap(lo, hi, np.array([a]), np.array([b]))[0] * free * cfg.ambiguous_strength * rng.uniform(0.7, 1.3))
+            amb_w[ev] = np.maximum(
+                amb_w[ev], _overlap(lo, hi, np.array([a]), np.array([b]))[0] * free * cfg.ambiguous_strength * rng.uniform(0.7, 1.3)
+            )
 
     # ---- shots: cut process, views, venues, camera ----
     mu = np.log(cfg.shot_mean_s) - 0.7**2 / 2
@@ -223,7 +225,11 @@ def generate_video(world: World, video: VideoLabels) -> SynthVideo:
             view = int(rng.choice(len(VIEWS), p=_BACKGROUND_VIEW_P))
         jitter = rng.standard_normal(L)
         jitter /= np.linalg.norm(jitter)
-        scene[j] = cfg.rgb_scene * (world.view_venue_share[view] * world.venue[venue] + world.view_own_weight[view] * world.view[view]) + cfg.rgb_video_style * style + 0.25 * jitter
+        scene[j] = (
+            cfg.rgb_scene * (world.view_venue_share[view] * world.venue[venue] + world.view_own_weight[view] * world.view[view])
+            + cfg.rgb_video_style * style
+            + 0.25 * jitter
+        )
         tracked = any(world.tracked[c] for ev in evs for c in members[ev])
         p = _CAMERA_P_TRACKED if tracked else _CAMERA_P_OTHER
         if view in (_VIEW["studio"], _VIEW["crowd"]):

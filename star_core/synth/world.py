@@ -69,7 +69,20 @@ ACTION_FAMILIES = (
     (("BasketballDunk", "VolleyballSpiking"), 0.35),
 )
 # Classes whose athletes run or fly across the frame: cameras pan/tilt to follow them.
-TRACKED_CLASSES = frozenset({"LongJump", "JavelinThrow", "PoleVault", "HighJump", "CliffDiving", "Diving", "BasketballDunk", "SoccerPenalty", "FrisbeeCatch", "CricketBowling"})
+TRACKED_CLASSES = frozenset(
+    {
+        "LongJump",
+        "JavelinThrow",
+        "PoleVault",
+        "HighJump",
+        "CliffDiving",
+        "Diving",
+        "BasketballDunk",
+        "SoccerPenalty",
+        "FrisbeeCatch",
+        "CricketBowling",
+    }
+)
 VIEWS = ("wide", "closeup", "crowd", "studio", "replay")
 CAMERA_MOTIONS = ("static", "pan", "tilt", "zoom", "shake")
 N_DISTRACTORS = 6  # generic motions: walk, jog, clap, wave, gesture, crowd ripple
@@ -164,7 +177,12 @@ class World:
         # Venues: own look + family looks.
         self.venues = sorted({VENUE_OF.get(c, f"venue:{c}") for c in self.classes})
         self.venue_index = {v: i for i, v in enumerate(self.venues)}
-        self.venue = np.stack([_mix(vec(f"venue/{v}"), [(vec(f"venue-family/{f}"), 0.3) for f, members in VENUE_FAMILIES.items() if v in members]) for v in self.venues])
+        self.venue = np.stack(
+            [
+                _mix(vec(f"venue/{v}"), [(vec(f"venue-family/{f}"), 0.3) for f, members in VENUE_FAMILIES.items() if v in members])
+                for v in self.venues
+            ]
+        )
         self.class_venue = np.array([self.venue_index[VENUE_OF.get(c, f"venue:{c}")] for c in self.classes], dtype=np.int64)
         # Views: a view-specific look; "wide" shows the venue fully, a close-up partly, etc.
         self.view = np.stack([vec(f"view/{v}") for v in VIEWS])
@@ -174,7 +192,11 @@ class World:
         self.appearance = self._patterns("appearance", vec)
         self.motion = self._patterns("motion", vec)
         # Preparation/aftermath motion: partly the class's own motion, partly its own pattern.
-        self.prep_motion = np.stack([_mix(vec(f"prep/{c}"), [(self.motion[i], cfg.prep_own_share)]) for i, c in enumerate(self.classes)]) if C else np.zeros((0, L))
+        self.prep_motion = (
+            np.stack([_mix(vec(f"prep/{c}"), [(self.motion[i], cfg.prep_own_share)]) for i, c in enumerate(self.classes)])
+            if C
+            else np.zeros((0, L))
+        )
         self.slowmo = vec("slowmo")  # what slow motion adds to a replayed action's flow
         self.camera = np.stack([vec(f"camera/{m}") for m in CAMERA_MOTIONS])
         self.camera[0] = 0.0  # static camera: no global motion

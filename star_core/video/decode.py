@@ -240,7 +240,9 @@ def iter_resampled_frames(
         except av.error.FFmpegError as exc:
             end_s = (prev_t or 0.0) + last_dur_s
             if n_src and info.declared_duration_s and end_s < _TRUNCATED_FRACTION * info.declared_duration_s:
-                raise TruncatedVideoError(name, f"decoding stopped at {end_s:.2f} s of a declared {info.declared_duration_s:.2f} s ({exc.strerror or exc})") from None
+                raise TruncatedVideoError(
+                    name, f"decoding stopped at {end_s:.2f} s of a declared {info.declared_duration_s:.2f} s ({exc.strerror or exc})"
+                ) from None
             raise CorruptVideoError(name, f"decoding failed after {n_src} frames ({exc.strerror or exc})") from None
         if current is None:
             raise EmptyVideoError(name, "the video stream has no decodable frames")
@@ -277,4 +279,14 @@ def decode_video(source: VideoSource, fps: float, short_side: int | None = None,
     return np.stack(frames), info
 
 
-__all__ = ["VideoSource", "VideoError", "StreamInfo", "source_name", "probe", "resize_short_side", "center_crop", "iter_resampled_frames", "decode_video"]
+__all__ = [
+    "VideoSource",
+    "VideoError",
+    "StreamInfo",
+    "source_name",
+    "probe",
+    "resize_short_side",
+    "center_crop",
+    "iter_resampled_frames",
+    "decode_video",
+]

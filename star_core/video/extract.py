@@ -183,7 +183,9 @@ def prepare_video(
             pool.shutdown(wait=True, cancel_futures=True)
     n = len(rgb_frames)
     if n < cfg.segment_frames:
-        raise TooShortVideoError(name, f"{n} frames at {cfg.fps:g} fps ({info.get('duration_s', 0):.2f} s): fewer than one {cfg.segment_frames}-frame segment")
+        raise TooShortVideoError(
+            name, f"{n} frames at {cfg.fps:g} fps ({info.get('duration_s', 0):.2f} s): fewer than one {cfg.segment_frames}-frame segment"
+        )
     flow_frames.append(flow_frames[-1] if flow_frames else np.zeros((size, size, 2), np.float16))
     return PreparedVideo(
         source_uri=name,
@@ -249,7 +251,10 @@ class I3DExtractor:
         got = (prepared.fps, prepared.segment_frames, prepared.tail_policy, prepared.flow_method, prepared.crop_size)
         want = (float(cfg.fps), cfg.segment_frames, cfg.tail_policy, cfg.flow, cfg.crop_size)
         if got != want:
-            raise ValueError(f"{prepared.source_uri}: prepared with (fps, segment_frames, tail_policy, flow, crop) = {got}, but this extractor is configured for {want}")
+            raise ValueError(
+                f"{prepared.source_uri}: prepared with (fps, segment_frames, tail_policy, flow, crop) = {got}, but this extractor is "
+                f"configured for {want}"
+            )
 
     @torch.inference_mode()
     def embed_segments(self, rgb_u8: np.ndarray | torch.Tensor, flow_f16: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -325,6 +330,8 @@ def _to_device(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tens
     return torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
 
 
-def extract_video(source: VideoSource, video_id: str, cfg: FeatureConfig, extractor: I3DExtractor, *, source_uri: str | None = None, flow_workers: int = 1) -> VideoFeatures:
+def extract_video(
+    source: VideoSource, video_id: str, cfg: FeatureConfig, extractor: I3DExtractor, *, source_uri: str | None = None, flow_workers: int = 1
+) -> VideoFeatures:
     """Both stages for one video on this machine."""
     return extractor.embed(prepare_video(source, cfg, source_uri=source_uri, flow_workers=flow_workers), video_id)

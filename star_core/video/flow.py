@@ -86,7 +86,18 @@ class FlowEstimator:
             flow = self._tvl1.calc(prev_gray, next_gray, None)
         else:
             p = FARNEBACK_PARAMS
-            flow = cv2.calcOpticalFlowFarneback(prev_gray, next_gray, None, p["pyr_scale"], p["levels"], p["winsize"], p["iterations"], p["poly_n"], p["poly_sigma"], p["flags"])
+            flow = cv2.calcOpticalFlowFarneback(
+                prev_gray,
+                next_gray,
+                None,
+                p["pyr_scale"],
+                p["levels"],
+                p["winsize"],
+                p["iterations"],
+                p["poly_n"],
+                p["poly_sigma"],
+                p["flags"],
+            )
         return flow.astype(np.float32, copy=False)  # (H, W, 2)
 
 

@@ -75,7 +75,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: only numpy arrays and plain containers are allowed") from None
+            raise pickle.UnpicklingError(
+                f"refusing to unpickle {module}.{name}: only numpy arrays and plain containers are allowed"
+            ) from None
 
     def persistent_load(self, pid: Any) -> Any:
         raise pickle.UnpicklingError("refusing persistent ids (this is a torch file, not a numpy pickle)")
@@ -187,7 +189,10 @@ def to_our_layout(sd: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
         return dict(sd), "piergiaj"
     if "conv3d_1a_7x7.conv3d.weight" in sd:
         return {map_hassony2_key(k): v for k, v in sd.items()}, "hassony2"
-    raise WeightsError(f"unknown state-dict layout (first keys: {list(sd)[:4]}); expected piergiaj (Conv3d_1a_7x7.conv3d.weight) or hassony2 (conv3d_1a_7x7.conv3d.weight) names")
+    raise WeightsError(
+        f"unknown state-dict layout (first keys: {list(sd)[:4]}); expected piergiaj (Conv3d_1a_7x7.conv3d.weight) or hassony2 "
+        "(conv3d_1a_7x7.conv3d.weight) names"
+    )
 
 
 # ----- files ---------------------------------------------------------------------------------
@@ -227,7 +232,9 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], s
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses arbitrary objects with UnpicklingError
-        raise WeightsError(f"weight file {path!r} refused: it cannot be loaded as tensors only ({_torch_reason(exc)}); it was not run") from None
+        raise WeightsError(
+            f"weight file {path!r} refused: it cannot be loaded as tensors only ({_torch_reason(exc)}); it was not run"
+        ) from None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
@@ -245,7 +252,9 @@ def build_model(sd: Mapping[str, torch.Tensor], stream: str, where: str) -> Ince
         raise WeightsError(f"{where}: missing Conv3d_1a_7x7 or logits weights")
     if w.shape[1] != in_channels:
         other = {3: "rgb", 2: "flow"}.get(int(w.shape[1]), f"{w.shape[1]}-channel")
-        raise WeightsError(f"{where}: these are {other} weights (first conv takes {w.shape[1]} channels) but were given for the {stream} stream")
+        raise WeightsError(
+            f"{where}: these are {other} weights (first conv takes {w.shape[1]} channels) but were given for the {stream} stream"
+        )
     model = InceptionI3d(in_channels=in_channels, num_classes=int(logits.shape[0]))
     full = dict(sd)
     for key, value in model.state_dict().items():  # a step counter old files lack; not a weight

@@ -142,7 +142,9 @@ class Stack:
 
         with temporary_settings({PREFECT_API_URL: self.server.env["PREFECT_API_URL"]}):
             with get_client(sync_client=True) as client:
-                logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200, sort=LogSort.TIMESTAMP_DESC)
+                logs = client.read_logs(
+                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200, sort=LogSort.TIMESTAMP_DESC
+                )
         return [f"{entry.name}: {entry.message}" for entry in logs]
 
     def diagnostics(self) -> str:
@@ -183,7 +185,9 @@ def test_train_and_nightly_deployments(prefect_server, s3, mlflow_server, ray_ad
 
         # --- star/train -------------------------------------------------------------------------
         common = {"lake_uri": s3_lake_uri, "model_name": model_name, "feature_set": "synth16", "overrides": OVERRIDES}
-        train_id = stack.run_deployment("star/train", {**common, "dataset": DATASET, "epochs": EPOCHS, "resources": {"workers": 1, "actors": 1}}, timeout_s=600)
+        train_id = stack.run_deployment(
+            "star/train", {**common, "dataset": DATASET, "epochs": EPOCHS, "resources": {"workers": 1, "actors": 1}}, timeout_s=600
+        )
         t_train = time.monotonic()
         assert stack.flow_run(train_id).state.type.value == "COMPLETED"
         arts = stack.artifacts(train_id)
@@ -222,7 +226,10 @@ def test_train_and_nightly_deployments(prefect_server, s3, mlflow_server, ray_ad
         manifest_rows = manifests.read_manifests(Lake(s3_lake_uri), "detect")
         done = [r["input"] for r in manifest_rows.to_pylist() if r["status"] == "done"]
         assert sorted(done) == sorted([f"video_{i:03d}" for i in range(10)] + [held[0][0].video_id])  # each video done exactly once
-        print(f"timings: setup {t_setup - t0:.1f} s, train run {t_train - t_setup:.1f} s, two nightly runs {t_end - t_train:.1f} s, total {t_end - t0:.1f} s")
+        print(
+            f"timings: setup {t_setup - t0:.1f} s, train run {t_train - t_setup:.1f} s, two nightly runs {t_end - t_train:.1f} s, total "
+            f"{t_end - t0:.1f} s"
+        )
     except BaseException:
         print(stack.diagnostics(), file=sys.stderr)
         raise
@@ -255,7 +262,9 @@ def test_bare_deployment_runs_after_the_quickstart(prefect_server, ray_address, 
         stack.start_worker()
         train_id = stack.run_deployment("star/train", {}, timeout_s=900)
         logs = stack.log_lines(train_id)
-        assert any(f"star train on lake {lake.uri} (no lake_uri parameter: ./star-lake where the worker started)" in x for x in logs), logs[-30:]
+        assert any(f"star train on lake {lake.uri} (no lake_uri parameter: ./star-lake where the worker started)" in x for x in logs), logs[
+            -30:
+        ]
         assert any(f"training on dataset 'demo' (the only dataset in {lake.uri})" in x for x in logs), logs[-30:]
         from jobs import tracking
 

@@ -76,7 +76,10 @@ def test_cron_is_valid():
 
 
 def test_importing_flows_does_not_import_torch_ray_or_mlflow():
-    code = "import sys, flows.star_flow, flows.tasks, flows.report, flows.zombie_runs; bad = [m for m in ('torch', 'ray', 'mlflow') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    code = (
+        "import sys, flows.star_flow, flows.tasks, flows.report, flows.zombie_runs; "
+        "bad = [m for m in ('torch', 'ray', 'mlflow') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
 

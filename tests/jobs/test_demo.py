@@ -30,7 +30,9 @@ def test_demo_runs_end_to_end_from_an_empty_directory(ray_address, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}  # the embedded SQLite default
     env |= {"RAY_ADDRESS": ray_address, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
     star = Path(sys.executable).with_name("star")
-    out = subprocess.run([str(star), "demo", "--videos", "4", "--epochs", "3"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1400)
+    out = subprocess.run(
+        [str(star), "demo", "--videos", "4", "--epochs", "3"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1400
+    )
     assert out.returncode == 0, f"star demo exited {out.returncode}\n{out.stdout[-4000:]}\n{out.stderr[-8000:]}"
     report = out.stdout
     assert "star demo finished in" in report and "Detection mAP (%) on the test videos:" in report, report[-3000:]

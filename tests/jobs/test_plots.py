@@ -11,7 +11,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _gt() -> VideoLabels:
-    return VideoLabels("v1", "test", ("A", "B"), instances=(Instance("A", 1.0, 5.0), Instance("B", 10.0, 20.0)), ambiguous=((30.0, 32.0),), duration_s=40.0)
+    return VideoLabels(
+        "v1", "test", ("A", "B"), instances=(Instance("A", 1.0, 5.0), Instance("B", 10.0, 20.0)), ambiguous=((30.0, 32.0),), duration_s=40.0
+    )
 
 
 def test_timeline_writes_png(tmp_path):
@@ -39,7 +41,9 @@ def test_timeline_rejects_unknown_label(tmp_path):
 
 
 def test_loss_curves(tmp_path):
-    history = [{"epoch": e, "rgb/total": 2.0 / e, "flow/total": 2.5 / e, "rgb/ram": 0.0, "flow/ram": 0.1, "test/map_0.1": 5.0} for e in (1, 2, 3)]
+    history = [
+        {"epoch": e, "rgb/total": 2.0 / e, "flow/total": 2.5 / e, "rgb/ram": 0.0, "flow/ram": 0.1, "test/map_0.1": 5.0} for e in (1, 2, 3)
+    ]
     assert plot_loss_curves(history, tmp_path / "loss.png").read_bytes().startswith(PNG_MAGIC)
     with pytest.raises(ValueError, match="no '<stream>/<term>'"):
         plot_loss_curves([{"epoch": 1, "test/map_0.1": 1.0}], tmp_path / "none.png")

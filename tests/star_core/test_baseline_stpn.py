@@ -62,7 +62,12 @@ def test_learns_to_localize_toy_actions():
     torch.set_num_threads(1)
     train, test = _toy(12, seed=0), _toy(9, seed=1)
     losses = []
-    det = fit_stpn(train, CLASSES, StpnConfig(epochs=30, batch_size=4, lr=1e-2, sample_segments=0), on_epoch=lambda e, m: losses.append(m["rgb/classification"]))
+    det = fit_stpn(
+        train,
+        CLASSES,
+        StpnConfig(epochs=30, batch_size=4, lr=1e-2, sample_segments=0),
+        on_epoch=lambda e, m: losses.append(m["rgb/classification"]),
+    )
     assert losses[-1] < 0.5 * losses[0]
     loc = LocalizeConfig(min_class_prob=0.3)
     dets = [d for f, _ in test for d in det.detect(f, loc)]

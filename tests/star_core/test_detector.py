@@ -23,12 +23,21 @@ SMALL = ModelConfig(hidden_dim=16, attn_dim=8, label_embed_dim=4, dropout=0.0, m
 
 def _detector(localizer="attended_gradcam", **loc):
     torch.manual_seed(0)
-    return StarDetector(classes=("a", "b", "c"), feat_dim=6, model_cfg=SMALL, localize_cfg=LocalizeConfig(localizer=localizer, min_class_prob=0.0, **loc))
+    return StarDetector(
+        classes=("a", "b", "c"), feat_dim=6, model_cfg=SMALL, localize_cfg=LocalizeConfig(localizer=localizer, min_class_prob=0.0, **loc)
+    )
 
 
 def _video(vid="v", n=30, fps=30.0, seed=0, duration_s=None):
     rng = np.random.default_rng(seed)
-    return VideoFeatures(vid, rng.normal(size=(n, 6)).astype(np.float32), rng.normal(size=(n, 6)).astype(np.float32), fps=fps, segment_frames=16, duration_s=duration_s)
+    return VideoFeatures(
+        vid,
+        rng.normal(size=(n, 6)).astype(np.float32),
+        rng.normal(size=(n, 6)).astype(np.float32),
+        fps=fps,
+        segment_frames=16,
+        duration_s=duration_s,
+    )
 
 
 @pytest.mark.parametrize("localizer", ["attention", "gradcam", "attended_gradcam"])
@@ -136,7 +145,9 @@ def test_overfits_a_tiny_synthetic_set_to_high_localization_map():
         torch.set_num_threads(threads)
     dets = [d for ds in detector.detect_batch([f for f, _ in pairs]) for d in ds]
     result = evaluate_detections(dets, [lab for _, lab in pairs], classes)
-    print(f"overfit: {train_s:.1f} s training, mAP@0.5 {result.map['0.5']:.1f}, avg0.1:0.7 {result.avg_0_1_0_7:.1f}, {len(dets)} detections")
+    print(
+        f"overfit: {train_s:.1f} s training, mAP@0.5 {result.map['0.5']:.1f}, avg0.1:0.7 {result.avg_0_1_0_7:.1f}, {len(dets)} detections"
+    )
     assert result.map["0.5"] >= 85.0, result.table()
 
 

@@ -75,7 +75,9 @@ def test_action_coverage_follows_real_intervals(study):
             inside = np.zeros(len(starts))
             for inst in v.instances:
                 if inst.label == c_name:
-                    inside = np.maximum(inside, np.clip(np.minimum(starts + 0.64, inst.t_end_s) - np.maximum(starts, inst.t_start_s), 0, None) / 0.64)
+                    inside = np.maximum(
+                        inside, np.clip(np.minimum(starts + 0.64, inst.t_end_s) - np.maximum(starts, inst.t_start_s), 0, None) / 0.64
+                    )
             # sub-step resolution (0.16 s): coverage within one sub-step of the exact fraction
             assert np.abs(sv.action[:, c] - inside).max() <= 0.25 + 1e-9
         cov = sv.action.max(1)
@@ -94,7 +96,9 @@ def test_sibling_classes_share_scene_context(study):
             bg.setdefault(v.labels[0], []).append(sv.rgb[sv.action.max(1) == 0].mean(0) - mean)
     cls_mean = {c: np.mean(x, axis=0) for c, x in bg.items()}
     assert _cos(cls_mean["HighJump"], cls_mean["LongJump"]) > _cos(cls_mean["HighJump"], cls_mean["Billiards"]) + 0.2
-    cricket = [sv.rgb[sv.action.max(1) == 0].mean(0) - mean for v, sv in videos.values() if {"CricketBowling", "CricketShot"} & set(v.labels)]
+    cricket = [
+        sv.rgb[sv.action.max(1) == 0].mean(0) - mean for v, sv in videos.values() if {"CricketBowling", "CricketShot"} & set(v.labels)
+    ]
     cricket_mean = np.mean(cricket, axis=0)
     assert _cos(cricket_mean, cls_mean["GolfSwing"]) < _cos(cls_mean["HighJump"], cls_mean["LongJump"])
     # sibling action patterns overlap more than unrelated ones (motion families)

@@ -11,7 +11,16 @@ from star_core.io import datasets
 def _labels(extra: str = "") -> list[VideoLabels]:
     return [
         VideoLabels("v1", "train", ("Run", "Jump"), (2, 1), duration_s=10.0),
-        VideoLabels("v2", "test", ("Jump",), None, instances=(Instance("Jump", 1.0, 2.5),), ambiguous=((4.0, 5.0),), duration_s=8.0, source_uri="s3://a/v2.mp4" + extra),
+        VideoLabels(
+            "v2",
+            "test",
+            ("Jump",),
+            None,
+            instances=(Instance("Jump", 1.0, 2.5),),
+            ambiguous=((4.0, 5.0),),
+            duration_s=8.0,
+            source_uri="s3://a/v2.mp4" + extra,
+        ),
     ]
 
 

@@ -98,7 +98,9 @@ def test_a_shard_of_another_schema_version_is_rejected_on_read(lake):
     meta[schemas.SCHEMA_VERSION_KEY] = b"99"
     path = lake.path("features", FS, "part-future.parquet")
     lake.write_table(path, table.replace_schema_metadata(meta))
-    with pytest.raises(SchemaError, match="part-future.parquet: expected a 'features' table of schema version 1, found schema 'features' version '99'"):
+    with pytest.raises(
+        SchemaError, match="part-future.parquet: expected a 'features' table of schema version 1, found schema 'features' version '99'"
+    ):
         feature_store.feature_index(lake, FS)
 
 

@@ -76,8 +76,20 @@ def test_tsv_semicolon_csv_and_gzip(tmp_path):
 
 def test_jsonl_lists_and_mappings(tmp_path):
     lines = [
-        {"video": "a", "labels": ["Run", "Jump"], "counts": {"Jump": 1, "Run": 3}, "split": "train", "intervals": [{"label": "Run", "start": 0, "end": 1.5}]},
-        {"video": "b", "labels": "Jump", "counts": [2], "split": "TEST", "intervals": [["Jump", 1, 2], {"label": "Jump", "segment": [3, 4]}]},
+        {
+            "video": "a",
+            "labels": ["Run", "Jump"],
+            "counts": {"Jump": 1, "Run": 3},
+            "split": "train",
+            "intervals": [{"label": "Run", "start": 0, "end": 1.5}],
+        },
+        {
+            "video": "b",
+            "labels": "Jump",
+            "counts": [2],
+            "split": "TEST",
+            "intervals": [["Jump", 1, 2], {"label": "Jump", "segment": [3, 4]}],
+        },
         {"video": "c", "labels": ["Run"]},
     ]
     text = "\n".join(json.dumps(x) for x in lines) + "\n\n"
@@ -126,7 +138,11 @@ def test_activitynet_json(tmp_path):
         "version": "x",
         "taxonomy": [],
         "database": {
-            "v1": {"subset": "validation", "duration": 30.0, "annotations": [{"segment": [1, 2], "label": "A"}, {"segment": [5, 7], "label": "A"}, {"segment": [3, 4], "label": "B"}]},
+            "v1": {
+                "subset": "validation",
+                "duration": 30.0,
+                "annotations": [{"segment": [1, 2], "label": "A"}, {"segment": [5, 7], "label": "A"}, {"segment": [3, 4], "label": "B"}],
+            },
             "v2": {"subset": "test", "duration": 20.0, "annotations": [{"segment": [10, 12.5], "label": "B"}]},
         },
     }
@@ -342,7 +358,13 @@ def test_reimport_is_a_no_op_and_changes_make_versions(tmp_path):
     assert datasets.load_dataset(lake, "mine").version == 2
     # a different seed changes the split of rows without one: a new version too
     r5, _ = _import(tmp_path, "video,labels\n" + "".join(f"v{i},A\n" for i in range(20)), name="s.csv", lake=Lake(str(tmp_path / "l2")))
-    r6, _ = _import(tmp_path, "video,labels\n" + "".join(f"v{i},A\n" for i in range(20)), name="s.csv", lake=Lake(str(tmp_path / "l2")), opts=ImportOptions(seed=7))
+    r6, _ = _import(
+        tmp_path,
+        "video,labels\n" + "".join(f"v{i},A\n" for i in range(20)),
+        name="s.csv",
+        lake=Lake(str(tmp_path / "l2")),
+        opts=ImportOptions(seed=7),
+    )
     assert (r5.version, r6.version, r6.created) == (1, 2, True)
 
 

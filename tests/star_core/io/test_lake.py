@@ -26,7 +26,18 @@ REPO = Path(__file__).resolve().parents[3]
 
 def _manifest(n_rows: int, run_id: str = "r1") -> pa.Table:
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    rows = [{"job": "extract", "run_id": run_id, "input": f"v{i}.mp4", "status": "done", "reason": "x" * 50, "duration_s": float(i), "finished_at": now} for i in range(n_rows)]
+    rows = [
+        {
+            "job": "extract",
+            "run_id": run_id,
+            "input": f"v{i}.mp4",
+            "status": "done",
+            "reason": "x" * 50,
+            "duration_s": float(i),
+            "finished_at": now,
+        }
+        for i in range(n_rows)
+    ]
     return pa.Table.from_pylist(rows, schema=schemas.MANIFEST)
 
 
@@ -38,7 +49,10 @@ def test_paths_are_built_in_one_place(tmp_path):
     assert lake.features_dir("i3d-tvl1") == f"{root}/features/i3d-tvl1"
     assert lake.labels_dir("thumos14", 3) == f"{root}/labels/thumos14/v0003"
     assert lake.detections_dir("star", 2, "2026-11-28") == f"{root}/detections/model=star-v2/date=2026-11-28"
-    assert lake.manifest_path("extract", "extract-20261128T000000-abc123") == f"{root}/manifests/extract/extract-20261128T000000-abc123.parquet"
+    assert (
+        lake.manifest_path("extract", "extract-20261128T000000-abc123")
+        == f"{root}/manifests/extract/extract-20261128T000000-abc123.parquet"
+    )
     s3 = Lake("s3://bucket/some/prefix", endpoint_url="http://127.0.0.1:1")
     assert s3.root == "bucket/some/prefix" and s3.url("features", "x") == "s3://bucket/some/prefix/features/x"
     mem = Lake("memory://m1")
@@ -186,7 +200,15 @@ def test_rewrite_replaces_the_previous_version_in_place(lake):
 
 # ----- S3 specifics --------------------------------------------------------------------------
 def test_storage_options_read_aws_variables_at_call_time(monkeypatch):
-    for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION"):
+    for k in (
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+    ):
         monkeypatch.delenv(k, raising=False)
     assert fsmod.storage_options("s3://b/p") == {"use_listings_cache": False}
     assert fsmod.storage_options("/local/path") == {} and fsmod.storage_options("memory://x") == {}
@@ -196,7 +218,14 @@ def test_storage_options_read_aws_variables_at_call_time(monkeypatch):
     monkeypatch.setenv("AWS_SESSION_TOKEN", "tok")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-3")
     opts = fsmod.storage_options("s3://b/p")
-    assert opts == {"use_listings_cache": False, "endpoint_url": "http://minio:9000", "key": "ak", "secret": "sk", "token": "tok", "client_kwargs": {"region_name": "eu-west-3"}}
+    assert opts == {
+        "use_listings_cache": False,
+        "endpoint_url": "http://minio:9000",
+        "key": "ak",
+        "secret": "sk",
+        "token": "tok",
+        "client_kwargs": {"region_name": "eu-west-3"},
+    }
     assert fsmod.storage_options("s3://b/p", endpoint_url="http://ceph:7480")["endpoint_url"] == "http://ceph:7480"
     fs, path = fsmod.resolve("s3://b/p/")
     assert path == "b/p" and fs.endpoint_url == "http://minio:9000" and fs.key == "ak"

@@ -14,7 +14,13 @@ from star_core.io.schemas import SchemaError, check_schema
 
 
 def _manifest_table(**overrides) -> pa.Table:
-    row = {"job": "extract", "run_id": "r1", "input": "a.mp4", "status": "done", "finished_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)}
+    row = {
+        "job": "extract",
+        "run_id": "r1",
+        "input": "a.mp4",
+        "status": "done",
+        "finished_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    }
     row.update(overrides)
     return pa.Table.from_pylist([row], schema=schemas.MANIFEST)
 

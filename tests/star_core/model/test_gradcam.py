@@ -80,7 +80,10 @@ def test_eq12_identity_and_xi_is_derivative_wrt_assembly_weight():
     for t in range(T):
         for i in (0, 3, 7):
             off = eps * feats[:, i] * mask[:, i, None]
-            fd = (_scores_with_pattern_offset(net, feats, mask, labels, t, off) - _scores_with_pattern_offset(net, feats, mask, labels, t, -off))[:, t] / (2 * eps)
+            fd = (
+                _scores_with_pattern_offset(net, feats, mask, labels, t, off)
+                - _scores_with_pattern_offset(net, feats, mask, labels, t, -off)
+            )[:, t] / (2 * eps)
             for b in range(B):
                 if labels[b, t] >= 0:
                     assert cam.xi[b, t, i].item() == pytest.approx(fd[b].item(), rel=1e-5, abs=1e-8)

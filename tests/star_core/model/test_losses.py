@@ -89,7 +89,13 @@ def test_weights_zero_make_the_stem_loss():
     logits = torch.randn(1, 2, 3)
     att = torch.rand(1, 2, 4)
     targets = torch.tensor([[1, 2]])
-    terms = star_loss(_out(logits, att, torch.ones(1, 2)), targets, torch.tensor([[3.0, 0.0]]), torch.ones(1, 4, dtype=torch.bool), LossConfig(0.0, 0.0, 0.0))
+    terms = star_loss(
+        _out(logits, att, torch.ones(1, 2)),
+        targets,
+        torch.tensor([[3.0, 0.0]]),
+        torch.ones(1, 4, dtype=torch.bool),
+        LossConfig(0.0, 0.0, 0.0),
+    )
     assert terms.total.item() == pytest.approx(terms.classification.item())
     assert terms.ram.item() == pytest.approx(2.0)  # (3 - 1)^2 / (2*1)
     assert math.isfinite(terms.sparsity.item()) and terms.sparsity.item() > 0

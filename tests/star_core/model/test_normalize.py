@@ -44,12 +44,18 @@ def test_statistics_travel_in_the_detector_checkpoint():
     from star_core.detector import StarDetector
     from star_core.train_loop import Trainer
 
-    cfg = replace(StarConfig(), **{"model.feature_norm": "standardize", "model.hidden_dim": 16, "model.attn_dim": 8, "train.epochs": 1, "train.batch_size": 2})
+    cfg = replace(
+        StarConfig(),
+        **{"model.feature_norm": "standardize", "model.hidden_dim": 16, "model.attn_dim": 8, "train.epochs": 1, "train.batch_size": 2},
+    )
     from star_core.data import VideoFeatures, VideoLabels
 
     rng = np.random.default_rng(0)
     pairs = [
-        (VideoFeatures(f"v{i}", (rng.normal(5, 2, (12, 6))).astype(np.float32), rng.normal(-3, 0.5, (12, 6)).astype(np.float32)), VideoLabels(f"v{i}", "train", ("A",)))
+        (
+            VideoFeatures(f"v{i}", (rng.normal(5, 2, (12, 6))).astype(np.float32), rng.normal(-3, 0.5, (12, 6)).astype(np.float32)),
+            VideoLabels(f"v{i}", "train", ("A",)),
+        )
         for i in range(4)
     ]
     trainer = Trainer(("A", "B"), 6, cfg, ("A", "B"))

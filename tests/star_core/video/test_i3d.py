@@ -78,8 +78,17 @@ def test_maxpool_same_ignores_padding():
 def test_model_shapes_and_piergiaj_names():
     model = InceptionI3d(in_channels=2, num_classes=7).eval()
     keys = set(model.state_dict())
-    for k in ("Conv3d_1a_7x7.conv3d.weight", "Conv3d_1a_7x7.bn.running_var", "Conv3d_2c_3x3.bn.bias", "Mixed_3b.b0.conv3d.weight",
-              "Mixed_4f.b1b.bn.running_mean", "Mixed_5b.b2b.conv3d.weight", "Mixed_5c.b3b.bn.weight", "logits.conv3d.weight", "logits.conv3d.bias"):
+    for k in (
+        "Conv3d_1a_7x7.conv3d.weight",
+        "Conv3d_1a_7x7.bn.running_var",
+        "Conv3d_2c_3x3.bn.bias",
+        "Mixed_3b.b0.conv3d.weight",
+        "Mixed_4f.b1b.bn.running_mean",
+        "Mixed_5b.b2b.conv3d.weight",
+        "Mixed_5c.b3b.bn.weight",
+        "logits.conv3d.weight",
+        "logits.conv3d.bias",
+    ):
         assert k in keys, k
     # 3 stem units + 9 modules x 6 units, 6 entries per BN unit (weight + 5 BN tensors), plus the 2 logits tensors.
     assert len(keys) == (3 + 9 * 6) * 6 + 2
