@@ -47,3 +47,17 @@ def test_bad_datasets_are_rejected(lake):
     with pytest.raises(ValueError, match=r"video 'v1' has labels \['Run'\] not in the class list"):
         datasets.save_dataset(lake, "toy", ["Jump"], _labels())
     assert datasets.list_datasets(lake) == []
+
+
+def test_dataset_source_and_its_split_protocol(lake):
+    protocol = {"train_split": "train", "test_split": "test", "exclude_videos": ["v2"], "ignore_ambiguous": True}
+    datasets.save_dataset(lake, "toy", ["Jump", "Run"], _labels(), source={"feature_set": "fs", "protocol": protocol})
+    datasets.save_dataset(lake, "toy", ["Jump", "Run"], _labels("?v2"))  # no source recorded
+    assert datasets.dataset_source(lake, "toy", 1)["feature_set"] == "fs"
+    assert datasets.dataset_source(lake, "toy") == {}  # the latest version
+    assert datasets.SplitProtocol.of(datasets.dataset_source(lake, "toy", 1)) == datasets.SplitProtocol("train", "test", ("v2",))
+    assert datasets.SplitProtocol.of({}) == datasets.SplitProtocol()  # train on train, test on test, exclude nothing
+    with pytest.raises(KeyError, match=r"dataset 'toy' has no version 3 \(versions: \[1, 2\]\)"):
+        datasets.dataset_source(lake, "toy", 3)
+    with pytest.raises(KeyError, match="no dataset named 'nope'"):
+        datasets.dataset_source(lake, "nope")

@@ -57,6 +57,10 @@ def test_paths_are_built_in_one_place(tmp_path):
     assert s3.root == "bucket/some/prefix" and s3.url("features", "x") == "s3://bucket/some/prefix/features/x"
     mem = Lake("memory://m1")
     assert mem.url("a") == "memory:///m1/a"
+    # the one path -> URI rule: a filesystem path of the lake back to the URI users write
+    assert s3.uri_of(s3.detections_dir("star", 2)) == "s3://bucket/some/prefix/detections/model=star-v2"
+    assert mem.uri_of(mem.path("a", "b")) == mem.url("a", "b") == "memory:///m1/a/b"
+    assert lake.uri_of(lake.features_dir("x")) == f"{root}/features/x"
 
 
 def test_a_relative_local_lake_is_the_same_lake_from_another_working_directory(tmp_path, monkeypatch):
