@@ -117,7 +117,10 @@ def test_wtalc_on_object_store_lake(wtalc):
         (lambda a: a[:-3], "holds 409 feature arrays.*lists 412 videos; first video without features: 'video_test_0001\\d+'"),
         (lambda a: a[:7] + [np.zeros((a[7].shape[0], 2 * D + 2), np.float32)] + a[8:], "video_validation_0000058.*dimension 10"),
         (lambda a: a[:5] + [a[5][: max(1, len(a[5]) // 3)]] + a[6:], "video_validation_0000056.*lengths do not match"),
-        (lambda a: a[:2] + [np.where(np.arange(a[2].size).reshape(a[2].shape) == 3, np.nan, a[2]).astype(np.float32)] + a[3:], "video_validation_0000053.*NaN"),
+        (
+            lambda a: a[:2] + [np.where(np.arange(a[2].size).reshape(a[2].shape) == 3, np.nan, a[2]).astype(np.float32)] + a[3:],
+            "video_validation_0000053.*NaN",
+        ),
         (lambda a: a[:1] + [np.zeros(5, np.float32)] + a[2:], "video_validation_0000052.*shape \\(5,\\)"),
     ],
     ids=["missing-videos", "wrong-dim", "length-mismatch", "nan", "not-2d"],
@@ -165,7 +168,13 @@ def test_python2_annotation_pickles_decode_to_str(data_dir):
 
 
 # ----- BaS-Net layout ---------------------------------------------------------------------------
-BASNET_VIDEOS = ["video_validation_0000051", "video_validation_0000311", "video_validation_0000171", "video_test_0000004", "video_test_0000278"]
+BASNET_VIDEOS = [
+    "video_validation_0000051",
+    "video_validation_0000311",
+    "video_validation_0000171",
+    "video_test_0000004",
+    "video_test_0000278",
+]
 
 
 @pytest.fixture
