@@ -252,19 +252,21 @@ def model_only(lake_uri: str, tracking_uri: str, n_videos: int = 32, batch_size:
 
 # ----- the benchmark --------------------------------------------------------------------------
 def run_size(root: Path, n_videos: int, tracking_uri: str, args) -> dict:
-    from jobs.detect import DetectJobConfig, detect
+    from jobs.detect import DetectInputs, detect
+    from star_core.config import StarConfig, replace
     from star_core.io.lake import Lake
 
     lake_uri = ensure_lake(root, n_videos)
     lake = Lake(lake_uri)
     for sub in ("detections", "manifests"):  # a fresh archive for the job: nothing done yet
         lake.delete(lake.path(sub))
-    cfg = DetectJobConfig(
-        lake_uri=lake_uri, model_uri=f"models:/{MODEL_NAME}@champion", tracking_uri=tracking_uri, experiment="bench-detect",
-        num_actors=args.actors, cpus_per_actor=args.cpus_per_actor, batch_size=args.batch_size, date="2026-11-28",
-    )
+    cfg = replace(StarConfig(), **{
+        "storage.lake_uri": lake_uri, "detect.model_uri": f"models:/{MODEL_NAME}@champion", "storage.mlflow_tracking_uri": tracking_uri,
+        "detect.experiment": "bench-detect", "resources.actors": args.actors, "resources.cpus_per_actor": args.cpus_per_actor,
+        "detect.batch_size": args.batch_size,
+    })
     with MemorySampler() as mem:
-        result = detect(cfg)
+        result = detect(cfg, DetectInputs(date="2026-11-28"))
     with MemorySampler() as io_mem:
         io = io_only_pass(lake_uri, args.actors, args.cpus_per_actor, args.batch_size)
     busy_s = result.elapsed_s * args.actors  # actor-seconds available during the job

@@ -75,7 +75,8 @@ def bench_ray(paths: list[Path], features: FeatureConfig, workers: int, lake_dir
     """The Ray job end to end on a fresh local cluster of ``2 * workers`` CPUs."""
     import ray
 
-    from jobs.extract import ExtractJobConfig, extract
+    from jobs.extract import extract
+    from star_core.config import StarConfig, replace
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     for attempt in range(3):  # a loaded machine can miss Ray's fixed 30 s raylet start-up wait
@@ -90,12 +91,12 @@ def bench_ray(paths: list[Path], features: FeatureConfig, workers: int, lake_dir
                 raise
     init_s = time.perf_counter() - t0
     try:
-        cfg = ExtractJobConfig(
-            inputs=tuple(str(p) for p in paths), lake_uri=str(lake_dir), features=features, use_gpu=False,
-            num_actors=workers, max_prepare_in_flight=workers, shard_videos=len(paths), progress_every_s=30.0,
-        )
+        cfg = replace(StarConfig(features=features), **{
+            "storage.lake_uri": str(lake_dir), "resources.gpu": False, "resources.actors": workers, "extract.prepare_in_flight": workers,
+            "extract.shard_videos": len(paths), "extract.progress_every_s": 30.0,
+        })
         t0 = time.perf_counter()
-        result = extract(cfg)
+        result = extract(cfg, [str(p) for p in paths])
         total_s = time.perf_counter() - t0
         overhead = bench_overhead(paths[: min(4, len(paths))], features) if workers == 1 else None
     finally:

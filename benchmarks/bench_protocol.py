@@ -105,7 +105,7 @@ def run_cell(setting: str, seed: int, args: argparse.Namespace, paper: bool) -> 
     """One (setting, seed) cell: generate the stand-in, run every benchmark row; returns the cell's JSON."""
     import torch
 
-    from jobs.benchmark import BenchmarkConfig, benchmark_pairs
+    from jobs.benchmark import benchmark_pairs
     from star_core.config import load_config, replace
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(name)s[{setting} s{seed}]: %(message)s")
@@ -119,11 +119,8 @@ def run_cell(setting: str, seed: int, args: argparse.Namespace, paper: bool) -> 
     star = replace(base, **{"train.seed": seed, "refine.seed": seed})
     variants = [(name, replace(load_config(None, [*args.overrides, *kvs]), **{"refine.seed": seed}).refine)
                 for name, kvs in map(parse_variant, args.variant)]
-    cfg = BenchmarkConfig(
-        lake_uri="(in memory)", dataset=f"standin-{setting}", star=star, baseline=not args.no_baseline,
-        upper_bound=not args.no_upper_bound, paper_reference=paper, device=args.device,
-    )
-    cfg = dataclasses.replace(cfg, stpn=dataclasses.replace(cfg.stpn, seed=seed))
+    cfg = replace(star, **{"benchmark.baseline": not args.no_baseline, "benchmark.upper_bound": not args.no_upper_bound,
+                           "benchmark.paper_reference": paper, "benchmark.device": args.device})  # the baseline's seed: train.seed
     name = f"standin-{args.scale}-d{args.feat_dim}-s{seed}-{setting}"
     report = benchmark_pairs(cfg, f"standin-{setting}", seed, name, classes, train, test, excluded, refine_variants=variants)
     data = report.to_json()

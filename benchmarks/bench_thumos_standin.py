@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from jobs.benchmark import BenchmarkConfig, run_benchmark
+    from jobs.benchmark import run_benchmark
     from star_core.config import load_config
 
     if args.threads:
@@ -128,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     dataset = f"th14-standin-{args.scale}-s{args.seed}" + ("" if args.difficulty == "standard" else f"-{args.difficulty}")
     lake, timings = ensure_data(work, args.scale, args.seed, dataset, args.difficulty)
     overrides = list(args.overrides) + ([f"train.epochs={args.epochs}"] if args.epochs else [])
-    cfg = BenchmarkConfig(lake_uri=lake, dataset=dataset, star=load_config(args.config, overrides, preset=args.preset), ablation=not args.no_ablation, workers=args.workers)
+    cfg = load_config(args.config, overrides, preset=args.preset,
+                      values={"storage.lake_uri": lake, "benchmark.ablation": not args.no_ablation, "benchmark.processes": args.workers})
     t1 = time.monotonic()
-    report = run_benchmark(cfg)
+    report = run_benchmark(cfg, dataset)
     timings["benchmark_s"] = time.monotonic() - t1
     timings["total_s"] = time.monotonic() - t0
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_children_s": round(sum(getattr(resource.getrusage(resource.RUSAGE_CHILDREN), f) for f in ("ru_utime", "ru_stime")), 1),
     }
     doc["overrides"] = overrides
-    tag = args.tag or f"{args.scale}-{args.difficulty}-s{args.seed}-e{cfg.star.train.epochs}"
+    tag = args.tag or f"{args.scale}-{args.difficulty}-s{args.seed}-e{cfg.train.epochs}"
     (work / f"report-{tag}.json").write_text(json.dumps(doc, indent=2, default=float))
     (work / f"report-{tag}.md").write_text(markdown(report, doc, argparse.Namespace(**{**vars(args), "overrides": overrides}), timings))
     print(report.tables())

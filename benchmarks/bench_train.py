@@ -61,23 +61,16 @@ def ensure_standin(lake_uri: str, dataset: str, standin_dir: str, seed: int) -> 
 def bench_one(args: argparse.Namespace, workers: int) -> dict:
     from jobs import tracking
     from jobs.runtime import new_run_id
-    from jobs.train import TrainJobConfig, train
+    from jobs.train import train
     from star_core.config import load_config
 
-    star = load_config(args.config, [f"train.epochs={args.epochs}", *args.overrides])
-    cfg = TrainJobConfig(
-        lake_uri=args.lake,
-        dataset=args.dataset,
-        star=star,
-        workers=workers,
-        cpus_per_worker=args.cpus_per_worker,
-        run_name=new_run_id(f"bench-w{workers}"),
-        model_name="star-bench",
-        alias=None,
-        experiment="bench-train",
-    )
+    cfg = load_config(args.config, [f"train.epochs={args.epochs}", *args.overrides], values={
+        "storage.lake_uri": args.lake, "resources.workers": workers, "resources.cpus_per_worker": args.cpus_per_worker,
+        "train_run.run_name": new_run_id(f"bench-w{workers}"), "train_run.model_name": "star-bench", "train_run.alias": None,
+        "train_run.experiment": "bench-train",
+    })
     t0 = time.monotonic()
-    result = train(cfg)
+    result = train(cfg, args.dataset)
     wall_s = time.monotonic() - t0
     client = tracking.client(result.tracking_uri)
     epoch_s = [m.value for m in sorted(client.get_metric_history(result.run_id, "epoch_time_s"), key=lambda m: m.step)]

@@ -1,28 +1,19 @@
-"""Typed parameters of the ``star`` flow (validated by Prefect through pydantic)."""
+"""Typed parameters of the ``star`` flow (validated by Prefect through pydantic) and how the lake and dataset are found.
+
+The jobs' settings are not parameters of their own: the flow passes a config file, dotted overrides
+and ``resources`` (the ``resources`` section of ``StarConfig``) to the jobs (``flows.tasks.JobSettings``).
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
 
 # The two things the flow does; the deployment of each mode carries the same name.
 Mode = Literal["train", "nightly-detect"]
 
 LAKE_ENV = "STAR_LAKE_URI"  # read at run time on the worker when the flow gets no lake_uri
-
-
-class Resources(BaseModel):
-    """Compute for the jobs a flow run starts (passed through to the job configs)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    workers: int = Field(1, ge=1, description="Ray Train workers; CPU decode tasks in flight for extraction")
-    gpu: bool = Field(False, description="one GPU per Train worker / per model actor")
-    actors: int = Field(1, ge=1, description="model-holding actors for extraction (I3D) and detection (STAR)")
-    ray_address: str | None = Field(None, description="Ray cluster to attach to; None: the worker's RAY_ADDRESS, else a local Ray")
-    timeout_s: int = Field(6 * 3600, ge=60, description="upper bound on each job step (task timeout)")
 
 
 DEFAULT_LAKE_DIR = "star-lake"  # what `star demo` creates in the directory it runs in

@@ -1,7 +1,7 @@
 """The ``star`` flow: one flow, two modes, two deployments (``star/train``, ``star/nightly-detect``).
 
 A recipe over the job functions (``jobs.extract``, ``jobs.train``, ``jobs.detect``), which do the
-heavy work on Ray (the cluster of ``RAY_ADDRESS`` / ``resources.ray_address``, else a local Ray).
+heavy work on Ray (the cluster of ``resources.ray_address`` / ``RAY_ADDRESS``, else a local Ray).
 Ray never calls Prefect: each task calls one job function and returns a small summary dict.
 
 train:          plan-features -> extract (only missing) -> train (Ray Train; evaluates on the test
@@ -19,7 +19,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows import report, tasks
-from flows.params import LAKE_ENV, Mode, Resources, resolve_dataset, resolve_lake_uri
+from flows.params import LAKE_ENV, Mode, resolve_dataset, resolve_lake_uri
 
 
 def _forward_job_logs() -> None:
@@ -57,7 +57,7 @@ def star(
     epochs: int | None = None,
     config_path: str | None = None,
     overrides: list[str] | None = None,
-    resources: Resources = Resources(),
+    resources: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train a model or run nightly detection; returns the run's summary (also a Prefect artifact).
 
@@ -77,7 +77,8 @@ def star(
             features), else the one the extractor config writes (nightly: the lake's only one).
         epochs: training epochs (shortcut for ``train.epochs=N``).
         config_path: YAML/JSON ``StarConfig`` file; ``overrides`` are dotted ``section.key=value``.
-        resources: Ray workers, GPU use, model actors, Ray address, per-step timeout.
+        resources: keys of the config's ``resources`` section, set last: Ray ``workers``, ``gpu``,
+            model ``actors``, ``ray_address``, per-step ``timeout_s`` (docs/architecture.md).
 
     Returns:
         The summary dict: counts per step, model name/version/alias, mAP table (train) or
@@ -90,10 +91,10 @@ def star(
         lake_uri=lake,
         feature_set=feature_set,
         config_path=config_path,
-        overrides=tuple(overrides or ()) + ((f"train.epochs={int(epochs)}",) if epochs is not None else ()),
-        resources=resources,
+        overrides=tuple(overrides or ()),
+        values={**{f"resources.{k}": v for k, v in (resources or {}).items()}, **({"train.epochs": int(epochs)} if epochs is not None else {})},
     )
-    settings.star_config()  # a bad config file or override fails the run here, before any job starts
+    settings.star_config()  # a bad config file, override or resource fails the run here, before any job starts
     log.info("star %s on lake %s%s", mode, lake, "" if lake_uri else " (no lake_uri parameter: " + ("STAR_LAKE_URI)" if os.environ.get(LAKE_ENV) else "./star-lake where the worker started)"))
     if mode == "train":
         if labels_uri and not dataset:
@@ -117,14 +118,14 @@ def _train(settings: tasks.JobSettings, dataset: str, model_name: str, alias: st
     if labels:
         summary["labels_import"] = labels
     if plan.missing_uris:
-        timeout = settings.resources.timeout_s
+        timeout = settings.star_config().resources.timeout_s
         summary["extract"] = tasks.extract.with_options(timeout_seconds=timeout)(settings, plan.missing_uris)
-    summary.update(tasks.train.with_options(timeout_seconds=settings.resources.timeout_s)(settings, dataset, plan.feature_set, model_name, alias))
+    summary.update(tasks.train.with_options(timeout_seconds=settings.star_config().resources.timeout_s)(settings, dataset, plan.feature_set, model_name, alias))
     return summary
 
 
 def _nightly_detect(settings: tasks.JobSettings, model_name: str, alias: str, videos_uri: str | None) -> dict[str, Any]:
-    timeout = settings.resources.timeout_s
+    timeout = settings.star_config().resources.timeout_s
     model_uri = f"models:/{model_name}@{alias}"
     summary: dict[str, Any] = {"mode": "nightly-detect", "lake_uri": settings.lake_uri, "model_uri": model_uri, "videos_uri": videos_uri}
     feature_set = settings.feature_set

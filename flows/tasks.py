@@ -6,7 +6,7 @@ return small JSON-able dicts (counts, names, versions), never tensors or Ray obj
 Retries: ``extract`` and ``detect`` are idempotent per video (they skip what is done), so a
 retry after a transient failure (S3 hiccup, Ray node lost) redoes only what is missing.
 ``train`` retries with the same run name, so the job resumes from its last checkpoint.
-Timeouts come from ``Resources.timeout_s`` (set per call with ``with_options``).
+Timeouts come from ``resources.timeout_s`` of the run's config (set per call with ``with_options``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from typing import Any, Sequence
 
 from prefect import task
 from pydantic import BaseModel, ConfigDict
-
-from flows.params import Resources
 
 # Seconds between attempts of the steps that can fail transiently (network, Ray node loss).
 RETRY_DELAYS_S = [30, 120]
@@ -40,7 +38,9 @@ def retry_transient(task, task_run, state) -> bool:
 
 
 class JobSettings(BaseModel):
-    """What every job call of a flow run shares: lake, feature set, config, resources."""
+    """What every job call of a flow run shares: the lake, the feature set and the run's config
+    (a config file, dotted ``key=value`` overrides, then ``values``: dotted keys set by flow
+    parameters, e.g. ``{"resources.workers": 2, "train.epochs": 5}``)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -48,13 +48,13 @@ class JobSettings(BaseModel):
     feature_set: str | None = None
     config_path: str | None = None
     overrides: tuple[str, ...] = ()
-    resources: Resources = Resources()
+    values: dict[str, Any] = {}
 
-    def star_config(self):
-        """The typed ``StarConfig`` of this run (file, then dotted overrides)."""
+    def star_config(self, **values: Any):
+        """The typed ``StarConfig`` of this run; ``values`` (dotted keys as ``**{"a.b": v}``) are set last."""
         from star_core.config import load_config
 
-        return load_config(self.config_path, self.overrides)
+        return load_config(self.config_path, self.overrides, values={"storage.lake_uri": self.lake_uri, **self.values, **values})
 
 
 @dataclass
@@ -171,20 +171,9 @@ def extract(settings: JobSettings, inputs: str | Sequence[str]) -> dict[str, Any
     """
     from prefect.runtime import flow_run
 
-    from jobs.extract import ExtractJobConfig
     from jobs.extract import extract as extract_job
 
-    res = settings.resources
-    cfg = ExtractJobConfig(
-        inputs=inputs if isinstance(inputs, str) else tuple(inputs),
-        lake_uri=settings.lake_uri,
-        config=settings.star_config(),
-        run_id=_run_name("extract", flow_run.get_id()),
-        ray_address=res.ray_address,
-        use_gpu=True if res.gpu else None,  # None: GPUs when the cluster has them
-        num_actors=res.actors,
-    )
-    r = extract_job(cfg)
+    r = extract_job(settings.star_config(), inputs, run_id=_run_name("extract", flow_run.get_id()))
     return {
         "run_id": r.run_id,
         "feature_set": r.feature_set,
@@ -215,27 +204,14 @@ def train(settings: JobSettings, dataset: str, feature_set: str | None, model_na
     """
     from prefect.runtime import flow_run
 
-    from jobs.train import TrainJobConfig
     from jobs.train import train as train_job
 
-    res = settings.resources
     # One run name per flow run: a retry of this task resumes the job's checkpoints; a new flow
     # run trains afresh.
     run_name = _run_name("train", flow_run.get_id())
-    cfg = TrainJobConfig(
-        lake_uri=settings.lake_uri,
-        dataset=dataset,
-        feature_set=feature_set,
-        star=settings.star_config(),
-        workers=res.workers,
-        use_gpu=res.gpu,
-        run_name=run_name,
-        model_name=model_name,
-        alias=alias,
-        ray_address=res.ray_address,
-    )
+    cfg = settings.star_config(**{"train_run.run_name": run_name, "train_run.model_name": model_name, "train_run.alias": alias})
     t0 = time.monotonic()
-    r = train_job(cfg)
+    r = train_job(cfg, dataset, feature_set=feature_set)
     m = r.metrics
     map_by_tiou = {k.removeprefix("test/map_"): round(v, 3) for k, v in m.items() if k.startswith("test/map_")}
     return {
@@ -268,21 +244,11 @@ def detect(settings: JobSettings, model_uri: str, feature_set: str | None = None
     """
     from prefect.runtime import flow_run
 
-    from jobs.detect import DetectJobConfig
+    from jobs.detect import DetectInputs
     from jobs.detect import detect as detect_job
 
-    res = settings.resources
-    cfg = DetectJobConfig(
-        lake_uri=settings.lake_uri,
-        feature_set=feature_set or settings.feature_set,
-        model_uri=model_uri,
-        num_actors=res.actors,
-        use_gpu=res.gpu,
-        ray_address=res.ray_address,
-        run_id=_run_name("detect", flow_run.get_id()),
-        batch_size=settings.star_config().detect.batch_size,
-    )
-    r = detect_job(cfg)
+    cfg = settings.star_config(**{"detect.model_uri": model_uri})
+    r = detect_job(cfg, DetectInputs(feature_set=feature_set or settings.feature_set, run_id=_run_name("detect", flow_run.get_id())))
     return {
         "run_id": r.run_id,  # MLflow run of the detection (the detections' run_id column)
         "model_name": r.model_name,

@@ -38,29 +38,6 @@ TABLE1 = ((), ("sparsity",), ("coverage",), ("ram",), ("sparsity", "coverage"), 
 LOCALIZERS = (("attention", "Attention"), ("gradcam", "ST-GradCAM"), ("attended_gradcam", "Attended ST-GradCAM"))
 
 
-@dataclass(frozen=True)
-class BenchmarkConfig:
-    """What to benchmark and how."""
-
-    lake_uri: str  # lake holding the dataset and its features
-    dataset: str  # dataset name (imported with `star import`)
-    version: int | None = None  # dataset version (None: latest)
-    feature_set: str | None = None  # None: the one recorded by the importer in dataset.json
-    star: StarConfig = field(default_factory=StarConfig)  # model/loss/train/localize of the main STAR row
-    ablation: bool = False  # add Table 1 (module combinations) and Table 2 (localizers)
-    baseline: bool = True  # train and evaluate the STPN-style baseline
-    train_split: str = "train"
-    test_split: str = "test"
-    detect_batch: int = 8  # test videos per detect_batch call
-    diagnostics: bool = True  # attention diagnostics (mean α vs action fraction, α AUC) of the main model
-    workers: int = 1  # processes for the Table 1 trainings (1 = sequential in this process)
-    paper_reference: bool = True  # also train the paper preset (star_core/presets/paper.yaml) as a reference row
-    upper_bound: bool = True  # supervised segment head on the train split's segment labels (evaluation aid only)
-    stpn: StpnConfig = field(default_factory=StpnConfig)  # the baseline's own training settings
-    stpn_localize: LocalizeConfig = field(default_factory=lambda: STPN_LOCALIZE)  # the baseline's own proposal settings
-    device: str = "cpu"  # torch device of every training and detection ("cuda" on a GPU node)
-
-
 @dataclass
 class BenchmarkRow:
     """One evaluated model/localizer."""
@@ -202,28 +179,34 @@ def module_name(modules: Sequence[str]) -> str:
     return "stem" + "".join(f" + {names[m]}" for m in modules)
 
 
+def stpn_config(cfg: StarConfig) -> StpnConfig:
+    """The STPN-style baseline's own settings: its defaults, ``benchmark.baseline_epochs`` and the main row's seed."""
+    epochs = cfg.benchmark.baseline_epochs
+    return dataclasses.replace(StpnConfig(), seed=cfg.train.seed, **({"epochs": epochs} if epochs is not None else {}))
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (MB; Linux reports ru_maxrss in KB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def load_split_pairs(cfg: BenchmarkConfig) -> tuple[Any, list[tuple[VideoFeatures, VideoLabels]], list[tuple[VideoFeatures, VideoLabels]], list[str], str]:
+def load_split_pairs(cfg: StarConfig, dataset: str, version: int | None = None, feature_set: str | None = None) -> tuple[Any, list[tuple[VideoFeatures, VideoLabels]], list[tuple[VideoFeatures, VideoLabels]], list[str], str]:
     """Dataset, (features, labels) of the train and test splits, excluded videos, feature set."""
     from star_core.io import datasets, feature_store, wtalc_import
     from star_core.io.lake import Lake
 
-    lake = Lake(cfg.lake_uri, cfg.star.storage.s3_endpoint_url)
-    ds = datasets.load_dataset(lake, cfg.dataset, cfg.version)
-    source = datasets.dataset_source(lake, cfg.dataset, ds.version)
-    feature_set = cfg.feature_set or source.get("feature_set")
+    lake = Lake(cfg.storage.lake_uri, cfg.storage.s3_endpoint_url)
+    ds = datasets.load_dataset(lake, dataset, version)
+    source = datasets.dataset_source(lake, dataset, ds.version)
+    feature_set = feature_set or source.get("feature_set")
     if not feature_set:
-        raise ValueError(f"dataset {cfg.dataset!r} v{ds.version} records no feature set; pass feature_set")
+        raise ValueError(f"dataset {dataset!r} v{ds.version} records no feature set; pass feature_set")
     excluded = sorted(set(datasets.SplitProtocol.of(source).exclude_videos) | {v.video_id for v in ds.split(wtalc_import.EXCLUDED_SPLIT)})
-    train = [v for v in ds.split(cfg.train_split) if v.video_id not in excluded]
-    test = [v for v in ds.split(cfg.test_split) if v.video_id not in excluded]
-    for name, split in ((cfg.train_split, train), (cfg.test_split, test)):
+    train = [v for v in ds.split(cfg.benchmark.train_split) if v.video_id not in excluded]
+    test = [v for v in ds.split(cfg.benchmark.test_split) if v.video_id not in excluded]
+    for name, split in ((cfg.benchmark.train_split, train), (cfg.benchmark.test_split, test)):
         if not split:
-            raise ValueError(f"dataset {cfg.dataset!r} v{ds.version} has no videos in split {name!r} (splits: {sorted({v.split for v in ds.videos})})")
+            raise ValueError(f"dataset {dataset!r} v{ds.version} has no videos in split {name!r} (splits: {sorted({v.split for v in ds.videos})})")
     feats = {f.video_id: f for f in feature_store.read_features(lake, feature_set, [v.video_id for v in train + test])}
     return ds, [(feats[v.video_id], v) for v in train], [(feats[v.video_id], v) for v in test], excluded, feature_set
 
@@ -240,7 +223,7 @@ def _row(name: str, table: str, result, train_s: float, detect_s: float, n_det: 
     return BenchmarkRow(name, table, dict(result.map), result.avg_0_1_0_5, result.avg_0_1_0_7, train_s, detect_s, n_det, settings)
 
 
-def _table1_row(cfg: BenchmarkConfig, modules: tuple[str, ...], threads: int = 1) -> tuple[BenchmarkRow, float]:
+def _table1_row(cfg: StarConfig, data: tuple[str, int, str], modules: tuple[str, ...], threads: int = 1) -> tuple[BenchmarkRow, float]:
     """Train and evaluate one Table 1 configuration in a worker process; returns (row, worker peak RSS MB)."""
     import torch
 
@@ -248,37 +231,40 @@ def _table1_row(cfg: BenchmarkConfig, modules: tuple[str, ...], threads: int = 1
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[table1 worker]: %(message)s")
     torch.set_num_threads(threads)
-    ds, train, test, excluded, _ = load_split_pairs(cfg)
+    ds, train, test, excluded, _ = load_split_pairs(cfg, *data)
     name = module_name(modules)
-    log.info("training %s: %d epochs x 2 streams", name, cfg.star.train.epochs)
+    log.info("training %s: %d epochs x 2 streams", name, cfg.train.epochs)
     t0 = time.monotonic()
-    detector = fit(train, ds.classes, module_config(cfg.star, modules), device=cfg.device)
+    detector = fit(train, ds.classes, module_config(cfg, modules), device=cfg.benchmark.device)
     train_s = time.monotonic() - t0
-    result, det_s, n = evaluate_detector(detector, test, ds.classes, cfg.star.localize, excluded, cfg.detect_batch)
+    result, det_s, n = evaluate_detector(detector, test, ds.classes, cfg.localize, excluded, cfg.benchmark.detect_batch)
     return _row(name, "table1", result, train_s, det_s, n, {"modules": list(modules)}), peak_rss_mb()
 
 
-def run_benchmark(cfg: BenchmarkConfig, on_row: Callable[[BenchmarkRow], None] | None = None) -> BenchmarkReport:
+def run_benchmark(
+    cfg: StarConfig, dataset: str, version: int | None = None, feature_set: str | None = None, on_row: Callable[[BenchmarkRow], None] | None = None
+) -> BenchmarkReport:
     """Train and evaluate every row of the benchmark (see module docstring); returns the report.
 
-    With ``cfg.workers > 1`` the Table 1 trainings run in that many worker processes (spawned, one
+    With ``benchmark.processes > 1`` the Table 1 trainings run in that many worker processes (spawned, one
     torch thread each, each loading the data itself) while this process trains the main model and
     the baseline; the rows are the same as in a sequential run.
 
     Args:
-        cfg: the benchmark configuration.
+        cfg: the configured STAR (main row) and ``benchmark`` (which rows; splits, processes, device).
+        dataset, version, feature_set: the lake's dataset (None: latest version; the imported feature set).
         on_row: called with each row as soon as it is evaluated (progress reporting).
 
     Returns:
         A :class:`BenchmarkReport` with wall time and peak RSS of this process (and of the workers).
     """
     t_start = time.monotonic()
-    ds, train, test, excluded, feature_set = load_split_pairs(cfg)
+    ds, train, test, excluded, feature_set = load_split_pairs(cfg, dataset, version, feature_set)
     return benchmark_pairs(cfg, ds.name, ds.version, feature_set, ds.classes, train, test, excluded, on_row, t_start)
 
 
 def benchmark_pairs(
-    cfg: BenchmarkConfig,
+    cfg: StarConfig,
     dataset: str,
     version: int,
     feature_set: str,
@@ -300,6 +286,7 @@ def benchmark_pairs(
     from star_core.train_loop import fit
 
     t_start = time.monotonic() if t_start is None else t_start
+    bench = cfg.benchmark
     classes = tuple(classes)
     log.info("benchmark %s v%d: %d train / %d test videos, feature set %s, %d classes", dataset, version, len(train), len(test), feature_set, len(classes))
     rows: list[BenchmarkRow] = []
@@ -310,69 +297,69 @@ def benchmark_pairs(
         if on_row:
             on_row(row)
 
-    main_modules = tuple(m for m, on in zip(MODULES, (cfg.star.loss.beta_sparsity > 0, cfg.star.model.use_coverage, cfg.star.model.use_ram)) if on)
-    table1_jobs = [tuple(m) for m in TABLE1 if not (tuple(m) == MODULES and main_modules == MODULES)] if cfg.ablation else []
+    main_modules = tuple(m for m, on in zip(MODULES, (cfg.loss.beta_sparsity > 0, cfg.model.use_coverage, cfg.model.use_ram)) if on)
+    table1_jobs = [tuple(m) for m in TABLE1 if not (tuple(m) == MODULES and main_modules == MODULES)] if bench.ablation else []
     pool, futures = None, {}
-    if table1_jobs and cfg.workers > 1:
+    if table1_jobs and bench.processes > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        pool = ProcessPoolExecutor(max_workers=cfg.workers, mp_context=multiprocessing.get_context("spawn"))
-        futures = {modules: pool.submit(_table1_row, cfg, modules) for modules in table1_jobs}
-        log.info("Table 1: %d configurations submitted to %d worker processes", len(table1_jobs), cfg.workers)
+        pool = ProcessPoolExecutor(max_workers=bench.processes, mp_context=multiprocessing.get_context("spawn"))
+        futures = {modules: pool.submit(_table1_row, cfg, (dataset, version, feature_set), modules) for modules in table1_jobs}
+        log.info("Table 1: %d configurations submitted to %d worker processes", len(table1_jobs), bench.processes)
     try:
         # main row: the configured STAR (by default stage 1 + self-training)
-        detector, train_s = _train_star("STAR", train, classes, cfg.star, cfg.device)
-        result, det_s, n = evaluate_detector(detector, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
+        detector, train_s = _train_star("STAR", train, classes, cfg, bench.device)
+        result, det_s, n = evaluate_detector(detector, test, classes, cfg.localize, excluded, bench.detect_batch)
         refined = detector.refiner is not None
         main_name = f"STAR ({module_name(main_modules)})" if len(main_modules) < 3 else "STAR (all modules)"
         main_name += " + self-training" if refined else ""
-        main = _row(main_name, "main", result, train_s, det_s, n, {"modules": list(main_modules), "localizer": cfg.star.localize.localizer, "refine_rounds": cfg.star.refine.rounds})
+        main = _row(main_name, "main", result, train_s, det_s, n, {"modules": list(main_modules), "localizer": cfg.localize.localizer, "refine_rounds": cfg.refine.rounds})
         add(main)
-        diagnostics = _diagnostics(detector, test) if cfg.diagnostics else {}
+        diagnostics = _diagnostics(detector, test) if bench.diagnostics else {}
         if refined:  # the same stage-1 model without its head: what self-training adds
-            loc = dataclasses.replace(cfg.star.localize, use_refiner=False)
-            result, det_s, n = evaluate_detector(detector, test, classes, loc, excluded, cfg.detect_batch)
+            loc = dataclasses.replace(cfg.localize, use_refiner=False)
+            result, det_s, n = evaluate_detector(detector, test, classes, loc, excluded, bench.detect_batch)
             add(_row("STAR stage 1 only (same model, no self-training)", "addition", result, 0.0, det_s, n, {"use_refiner": False}))
         for name, refine_cfg in refine_variants:
             t0 = time.monotonic()
             variant = _refit_stage2(detector, train, refine_cfg)
             variant_s = time.monotonic() - t0
-            result, det_s, n = evaluate_detector(variant, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
+            result, det_s, n = evaluate_detector(variant, test, classes, cfg.localize, excluded, bench.detect_batch)
             add(_row(f"stage 2 variant: {name}", "addition", result, variant_s, det_s, n, {"refine": dataclasses.asdict(refine_cfg)}))
             del variant
 
-        if cfg.paper_reference:
+        if bench.paper_reference:
             paper = load_config(preset="paper")
-            paper = replace(paper, **{"train.seed": cfg.star.train.seed, "train.batch_size": cfg.star.train.batch_size})
-            det_p, paper_s = _train_star("STAR paper preset", train, classes, paper, cfg.device)
-            result, det_s, n = evaluate_detector(det_p, test, classes, paper.localize, excluded, cfg.detect_batch)
+            paper = replace(paper, **{"train.seed": cfg.train.seed, "train.batch_size": cfg.train.batch_size})
+            det_p, paper_s = _train_star("STAR paper preset", train, classes, paper, bench.device)
+            result, det_s, n = evaluate_detector(det_p, test, classes, paper.localize, excluded, bench.detect_batch)
             add(_row("STAR paper preset", "reference", result, paper_s, det_s, n, {"preset": "paper"}))
             del det_p
 
-        if cfg.baseline:
-            stpn_cfg = dataclasses.replace(cfg.stpn, seed=cfg.star.train.seed)
+        if bench.baseline:
+            stpn_cfg = stpn_config(cfg)
             t0 = time.monotonic()
-            stpn = fit_stpn(train, classes, stpn_cfg, on_epoch=_epoch_progress("STPN-style baseline", stpn_cfg.epochs), device=cfg.device)
+            stpn = fit_stpn(train, classes, stpn_cfg, on_epoch=_epoch_progress("STPN-style baseline", stpn_cfg.epochs), device=bench.device)
             stpn_s = time.monotonic() - t0
-            result, det_s, n = evaluate_detector(stpn, test, classes, cfg.stpn_localize, excluded, cfg.detect_batch)
-            add(_row("STPN-style baseline", "baseline", result, stpn_s, det_s, n, {**dataclasses.asdict(stpn_cfg), "localize": dataclasses.asdict(cfg.stpn_localize)}))
+            result, det_s, n = evaluate_detector(stpn, test, classes, STPN_LOCALIZE, excluded, bench.detect_batch)
+            add(_row("STPN-style baseline", "baseline", result, stpn_s, det_s, n, {**dataclasses.asdict(stpn_cfg), "localize": dataclasses.asdict(STPN_LOCALIZE)}))
 
-        if cfg.upper_bound:
-            head, bound_s = _train_upper_bound(train, classes, cfg.star.refine, cfg.device)
-            result, det_s, n = evaluate_detector(head, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
+        if bench.upper_bound:
+            head, bound_s = _train_upper_bound(train, classes, cfg.refine, bench.device)
+            result, det_s, n = evaluate_detector(head, test, classes, cfg.localize, excluded, bench.detect_batch)
             add(_row("supervised upper bound (segment labels)", "upper_bound", result, bound_s, det_s, n, {"supervision": "segment labels of the train split"}))
 
         table2 = []
-        if cfg.ablation:
+        if bench.ablation:
             for localizer, label in LOCALIZERS:
-                loc = dataclasses.replace(cfg.star.localize, localizer=localizer)
-                result, det_s, n = evaluate_detector(detector, test, classes, loc, excluded, cfg.detect_batch)
+                loc = dataclasses.replace(cfg.localize, localizer=localizer)
+                result, det_s, n = evaluate_detector(detector, test, classes, loc, excluded, bench.detect_batch)
                 table2.append(_row(label, "table2", result, 0.0, det_s, n, {"localizer": localizer}))
         del detector
 
         worker_rss = 0.0
-        for modules in TABLE1 if cfg.ablation else ():
+        for modules in TABLE1 if bench.ablation else ():
             modules = tuple(modules)
             if modules not in table1_jobs:  # the all-modules row is the main model
                 add(BenchmarkRow(module_name(modules), "table1", dict(main.map), main.avg_0_1_0_5, main.avg_0_1_0_7, main.train_s, main.detect_s, main.n_detections, {"modules": list(modules), "same_as": "main"}))
@@ -381,11 +368,11 @@ def benchmark_pairs(
                 worker_rss = max(worker_rss, rss)
                 add(row)
             else:
-                log.info("training %s: %d epochs x 2 streams", module_name(modules), cfg.star.train.epochs)
+                log.info("training %s: %d epochs x 2 streams", module_name(modules), cfg.train.epochs)
                 t0 = time.monotonic()
-                det_k = fit(train, classes, module_config(cfg.star, modules), device=cfg.device)
+                det_k = fit(train, classes, module_config(cfg, modules), device=bench.device)
                 train_k = time.monotonic() - t0
-                result, det_s, n = evaluate_detector(det_k, test, classes, cfg.star.localize, excluded, cfg.detect_batch)
+                result, det_s, n = evaluate_detector(det_k, test, classes, cfg.localize, excluded, bench.detect_batch)
                 add(_row(module_name(modules), "table1", result, train_k, det_s, n, {"modules": list(modules)}))
         for row in table2:
             add(row)
@@ -405,7 +392,7 @@ def benchmark_pairs(
         peak_rss_mb=peak_rss_mb(),
         worker_peak_rss_mb=worker_rss,
         diagnostics=diagnostics,
-        config=flatten(cfg.star),
+        config=flatten(cfg),
     )
 
 

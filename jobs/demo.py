@@ -14,6 +14,7 @@ enough (colour and motion) for random features to separate them.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -97,13 +98,14 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     features = FeatureConfig(**{**cfg.features.__dict__, "rgb_weights": cfg.rgb_weights, "flow_weights": cfg.flow_weights})
     t = _step(3, total, f"extracting two-stream I3D features ({features.flow} flow, {features.crop_size} px) with Ray")
-    extracted = extract_job.extract(extract_job.ExtractJobConfig(inputs=str(videos_dir), lake_uri=cfg.lake_uri, features=features))
+    base = dataclasses.replace(replace(StarConfig(), **{"storage.lake_uri": cfg.lake_uri, "resources.workers": cfg.workers}), features=features)
+    extracted = extract_job.extract(base, str(videos_dir))
     log.info("      %d done, %d failed, %d skipped, %d segments, %.1f segments/s", extracted.done, extracted.failed, extracted.skipped, extracted.n_segments, extracted.segments_per_s)
     summary["feature_set"] = extracted.feature_set
 
     t = _step(4, total, f"training STAR (both streams, {cfg.epochs} epochs) with Ray Train, tracked in MLflow")
     star = replace(
-        StarConfig(),
+        base,
         **{
             "train.epochs": cfg.epochs,
             "train.batch_size": 2,
@@ -113,19 +115,18 @@ def run_demo(cfg: DemoConfig) -> dict:
             "model.hidden_dim": 128,
             "model.attn_dim": 64,
             "model.feature_norm": "standardize",  # random-weight I3D features need per-dim standardisation
-            "storage.lake_uri": cfg.lake_uri,
+            "train_run.model_name": cfg.model_name,
         },
     )
-    trained = train_job.train(
-        train_job.job_config(cfg.lake_uri, cfg.dataset, star=star, workers=cfg.workers, feature_set=extracted.feature_set, model_name=cfg.model_name)
-    )
+    trained = train_job.train(star, cfg.dataset, feature_set=extracted.feature_set)
     summary |= {"mlflow_run_id": trained.run_id, "model_uri": trained.model_uri, "tracking_uri": trained.tracking_uri, "metrics": trained.metrics}
     summary["ray_logs_train"] = str(ray_log_dir())
     set_ray_log_dir(summary["ray_logs"])  # detection's lines back into the demo's log directory
     log.info("      model %s (alias set: %s) in %.0f s", trained.model_uri, trained.alias_set, time.monotonic() - t)
 
     t = _step(5, total, f"detecting actions in every video with {trained.model_uri} (Ray Data -> Parquet)")
-    detected = detect_job.detect(detect_job.DetectJobConfig(lake_uri=cfg.lake_uri, dataset=cfg.dataset, model_uri=trained.model_uri, feature_set=extracted.feature_set))
+    detected = detect_job.detect(replace(star, **{"detect.model_uri": trained.model_uri}),
+                                 detect_job.DetectInputs(dataset=cfg.dataset, feature_set=extracted.feature_set))
     summary["detect"] = detected.summary() if hasattr(detected, "summary") else str(detected)
 
     t = _step(6, total, "querying the detections (star query)")

@@ -24,84 +24,32 @@ Failure semantics:
   features exist and does only what is missing. Shard names are digests of their video ids, so a
   rewrite overwrites; ``feature_store.feature_index`` keeps the newest row if a video ever lands twice.
 
-Run it as ``python -m jobs.extract INPUT... --lake s3://bucket/lake`` (what ``ray job submit``
-runs) or ``star extract --ray``; in Python, ``extract(ExtractJobConfig(...))``.
+Run it as ``star extract --ray INPUT... --lake s3://bucket/lake`` (what ``ray job submit`` and the
+KubeRay RayJob run); in Python, ``extract(cfg, inputs)`` with the ``StarConfig`` whose ``features``
+(the extractor, which names the feature set), ``extract`` (sharding, retries, in-flight work) and
+``resources`` (actors, GPUs, Ray address) sections set the run.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
-import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from star_core.config import StarConfig, load_config
+from star_core.config import StarConfig
 from star_core.data import VideoFeatures
 from star_core.io import feature_store, manifests
 from star_core.io.inputs import INTERRUPTED_REASON, resolve_inputs, video_id_from_uri
 from star_core.io.lake import Lake
-from star_core.video.config import FLOW_METHODS, FeatureConfig
+from star_core.video.config import FeatureConfig
 
 log = logging.getLogger("star.extract")
 
 JOB = "extract"
-
-
-@dataclass(frozen=True)
-class ExtractJobConfig:
-    """What to extract, where to, and how to spread it over the cluster."""
-
-    inputs: str | tuple[str, ...]  # video files, prefixes, globs (any fsspec URL) or @list files
-    lake_uri: str = "./star-lake"  # root of the lake: local path or s3://bucket/prefix
-    features: FeatureConfig = field(default_factory=FeatureConfig)  # extractor settings (name the feature set)
-    config: StarConfig | None = None  # a whole config tree: when given, its features and S3 endpoint are used
-    run_id: str | None = None  # None: a new extract-<time>-<hex> id
-    s3_endpoint_url: str | None = None  # S3-compatible endpoint; None: AWS_ENDPOINT_URL
-    ray_address: str | None = None  # None: RAY_ADDRESS, else a local Ray started in-process
-    use_gpu: bool | None = None  # I3D actors on GPUs; None: when the cluster has GPUs
-    num_actors: int = 0  # I3D actors; 0: one per GPU when use_gpu, else 1
-    actor_cpus: float = 1.0  # CPUs each I3D actor reserves
-    prepare_cpus: float = 1.0  # CPUs each decode+flow task reserves (and flow threads it runs)
-    max_prepare_in_flight: int = 0  # decode+flow tasks submitted at once; 0: the CPUs the actors leave free
-    actor_queue: int = 2  # prepared videos waiting per actor (keeps the GPU busy; bounds object-store use)
-    gpu_batch_segments: int = 32  # segments per I3D forward pass on a GPU (CPU actors use features.batch_segments)
-    shard_videos: int = 16  # videos per features Parquet shard
-    shard_max_s: float = 300.0  # write a partial shard after this long (a kill loses at most this much)
-    max_retries: int = 3  # retries of a crashed task / restarts of a dead actor
-    limit: int | None = None  # extract at most this many missing videos (trial runs); the rest are skipped
-    max_in_memory_mb: int = 1024  # remote videos up to this size are fetched in one request
-    manifest_every_s: float = 30.0  # rewrite the run's manifest at most this often (and at the end)
-    progress_every_s: float = 10.0  # progress line interval
-
-    def __post_init__(self) -> None:
-        inputs = (self.inputs,) if isinstance(self.inputs, str) else tuple(str(i) for i in self.inputs)
-        object.__setattr__(self, "inputs", inputs)
-        if self.config is not None:
-            if self.features != FeatureConfig() and self.features != self.config.features:
-                raise ValueError("ExtractJobConfig: give the feature settings either as `features` or inside `config`, not both")
-            object.__setattr__(self, "features", self.config.features)
-            if self.s3_endpoint_url is None and self.config.storage.s3_endpoint_url:
-                object.__setattr__(self, "s3_endpoint_url", self.config.storage.s3_endpoint_url)
-        checks = {
-            "num_actors": self.num_actors >= 0,
-            "actor_cpus": self.actor_cpus >= 0,
-            "prepare_cpus": self.prepare_cpus > 0,
-            "max_prepare_in_flight": self.max_prepare_in_flight >= 0,
-            "actor_queue": self.actor_queue >= 1,
-            "gpu_batch_segments": self.gpu_batch_segments >= 1,
-            "shard_videos": self.shard_videos >= 1,
-            "max_retries": self.max_retries >= 0,
-            "limit": self.limit is None or self.limit >= 0,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"ExtractJobConfig: invalid {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
 
 
 @dataclass
@@ -154,8 +102,9 @@ class _Pending:
 class _Run:
     """Driver state of one run: inputs, in-flight work, the open shard and the manifest rows."""
 
-    def __init__(self, cfg: ExtractJobConfig, lake: Lake, feature_set: str, run_id: str) -> None:
+    def __init__(self, cfg: StarConfig, lake: Lake, feature_set: str, run_id: str) -> None:
         self.cfg, self.lake, self.feature_set, self.run_id = cfg, lake, feature_set, run_id
+        self.job = cfg.extract
         self.rows: list[dict] = []  # manifest rows of finished inputs (done rows once their shard is written)
         self.shard: list[tuple[VideoFeatures, dict]] = []  # extracted, not yet written
         self.shard_started = time.monotonic()
@@ -173,7 +122,7 @@ class _Run:
 
     def add(self, feats: VideoFeatures, uri: str, duration_s: float) -> None:
         self.shard.append((feats, {"uri": uri, "duration_s": duration_s}))
-        if len(self.shard) >= self.cfg.shard_videos:
+        if len(self.shard) >= self.job.shard_videos:
             self.flush()
 
     def flush(self, final: bool = False) -> None:
@@ -195,16 +144,18 @@ class _Run:
 
     def write_manifest(self, force: bool = False) -> None:
         now = time.monotonic()
-        if force or now - self.last_manifest >= self.cfg.manifest_every_s:
+        if force or now - self.last_manifest >= self.job.manifest_every_s:
             manifests.write_manifest(self.lake, JOB, self.run_id, self.rows)
             self.last_manifest = now
 
 
-def extract(cfg: ExtractJobConfig) -> ExtractRunResult:
+def extract(cfg: StarConfig, inputs: str | Sequence[str], run_id: str | None = None) -> ExtractRunResult:
     """Extract features for every input video without features in the feature set.
 
     Args:
-        cfg: inputs, lake, feature settings and cluster settings.
+        cfg: the lake (``storage``), extractor (``features``), run (``extract``) and cluster (``resources``) settings.
+        inputs: video files, prefixes, globs (any fsspec URL) or ``@list`` files.
+        run_id: the manifest's run id; None: a new ``extract-<time>-<hex>``.
 
     Returns:
         The run's :class:`ExtractRunResult` (counts, shards, manifest URI, failures).
@@ -216,10 +167,11 @@ def extract(cfg: ExtractJobConfig) -> ExtractRunResult:
     from jobs.runtime import Progress, ensure_ray, new_run_id
 
     t0 = time.monotonic()
-    lake = Lake(cfg.lake_uri, cfg.s3_endpoint_url)
-    run_id = cfg.run_id or new_run_id(JOB)
+    lake = Lake(cfg.storage.lake_uri, cfg.storage.s3_endpoint_url)
+    run_id = run_id or new_run_id(JOB)
     feature_set = feature_set_of(cfg.features)
-    resolved = resolve_inputs(cfg.inputs)
+    resolved = resolve_inputs((inputs,) if isinstance(inputs, str) else tuple(str(i) for i in inputs))
+    limit = cfg.extract.limit
     uris = resolved.uris
     have = set(feature_store.feature_index(lake, feature_set).column("video_id").to_pylist())
     run = _Run(cfg, lake, feature_set, run_id)
@@ -231,16 +183,16 @@ def extract(cfg: ExtractJobConfig) -> ExtractRunResult:
             run.record(uri, "skipped", f"features exist in {feature_set}")
         else:
             todo.append(uri)
-    if cfg.limit is not None and len(todo) > cfg.limit:
-        for uri in todo[cfg.limit:]:
-            run.record(uri, "skipped", f"not processed: limit of {cfg.limit} videos reached")
-        todo = todo[: cfg.limit]
+    if limit is not None and len(todo) > limit:
+        for uri in todo[limit:]:
+            run.record(uri, "skipped", f"not processed: limit of {limit} videos reached")
+        todo = todo[:limit]
     log.info("run %s: %d inputs, %d with features, %d to extract into %s (lake %s)", run_id, len(uris), len(have & {video_id_from_uri(u) for u in uris}), len(todo), feature_set, lake.uri)
     run.write_manifest(force=True)
     if todo:
-        ensure_ray(cfg.ray_address)
+        ensure_ray(cfg.resources.ray_address)
         try:
-            _process(run, todo, Progress(total=len(todo), what="videos", every_s=cfg.progress_every_s, logger=log))
+            _process(run, todo, Progress(total=len(todo), what="videos", every_s=cfg.extract.progress_every_s, logger=log))
         except KeyboardInterrupt:  # the manifest names every input this run did not finish
             finished = {r["input"] for r in run.rows}
             for uri in todo:
@@ -255,18 +207,19 @@ def extract(cfg: ExtractJobConfig) -> ExtractRunResult:
     return r
 
 
-def _plan_resources(cfg: ExtractJobConfig) -> tuple[bool, int, int]:
+def _plan_resources(cfg: StarConfig) -> tuple[bool, int, int]:
     """(use_gpu, number of actors, prepare tasks in flight) for the cluster we are attached to."""
     import ray
 
+    res, job = cfg.resources, cfg.extract
     resources = ray.cluster_resources()
     n_gpus = int(resources.get("GPU", 0))
-    use_gpu = n_gpus > 0 if cfg.use_gpu is None else cfg.use_gpu
+    use_gpu = n_gpus > 0 if res.gpu is None else res.gpu
     if use_gpu and n_gpus == 0:
-        log.warning("use_gpu is set but the cluster has no GPU now: the I3D actors wait until an autoscaler adds one")
-    n_actors = cfg.num_actors or (max(n_gpus, 1) if use_gpu else 1)
-    free_cpus = resources.get("CPU", 1) - n_actors * cfg.actor_cpus
-    in_flight = cfg.max_prepare_in_flight or max(1, int(free_cpus // cfg.prepare_cpus))
+        log.warning("resources.gpu is set but the cluster has no GPU now: the I3D actors wait until an autoscaler adds one")
+    n_actors = res.actors or (max(n_gpus, 1) if use_gpu else 1)
+    free_cpus = resources.get("CPU", 1) - n_actors * res.cpus_per_actor
+    in_flight = job.prepare_in_flight or max(1, int(free_cpus // job.prepare_cpus))
     return use_gpu, n_actors, in_flight
 
 
@@ -276,23 +229,23 @@ def _process(run: _Run, todo: list[str], progress: Any) -> None:
     from jobs import extract_workers as workers
     from jobs.worker_env import forwarded_env
 
-    cfg = run.cfg
+    cfg, job = run.cfg, run.job
     use_gpu, n_actors, in_flight = _plan_resources(cfg)
     fault = os.environ.get(workers.FAULT_ENV) or None
     env = forwarded_env()  # endpoints only, never credentials (docs/operations.md, "Credentials")
-    log.info("%d I3D actor(s) on %s, %d decode+flow task(s) in flight, shards of %d videos", n_actors, "GPU" if use_gpu else "CPU", in_flight, cfg.shard_videos)
+    log.info("%d I3D actor(s) on %s, %d decode+flow task(s) in flight, shards of %d videos", n_actors, "GPU" if use_gpu else "CPU", in_flight, job.shard_videos)
     actor_cls = ray.remote(workers.Embedder).options(
-        num_cpus=cfg.actor_cpus, num_gpus=1 if use_gpu else 0, max_restarts=cfg.max_retries, max_task_retries=cfg.max_retries
+        num_cpus=cfg.resources.cpus_per_actor, num_gpus=1 if use_gpu else 0, max_restarts=job.max_retries, max_task_retries=job.max_retries
     )
     # The forward-pass batch does not change the features (not part of the feature set), only GPU use.
-    actor_features = dataclasses.replace(cfg.features, batch_segments=cfg.gpu_batch_segments) if use_gpu else cfg.features
+    actor_features = dataclasses.replace(cfg.features, batch_segments=job.gpu_batch_segments) if use_gpu else cfg.features
     actors = [actor_cls.remote(actor_features, "cuda" if use_gpu else "cpu", env) for _ in range(n_actors)]
     _check_actors(ray, actors, run.feature_set)
     prepare_task = ray.remote(workers.prepare).options(
-        num_cpus=cfg.prepare_cpus, num_returns=2, max_retries=cfg.max_retries, retry_exceptions=[ConnectionError, TimeoutError]
+        num_cpus=job.prepare_cpus, num_returns=2, max_retries=job.max_retries, retry_exceptions=[ConnectionError, TimeoutError]
     )
-    max_in_memory = cfg.max_in_memory_mb << 20
-    flow_workers = max(1, int(cfg.prepare_cpus))  # a task that reserves k CPUs computes flow in k threads
+    max_in_memory = job.max_in_memory_mb << 20
+    flow_workers = max(1, int(job.prepare_cpus))  # a task that reserves k CPUs computes flow in k threads
     queue = collections.deque(todo)
     preparing: dict[Any, _Pending] = {}  # status ref -> pending
     embedding: dict[Any, _Pending] = {}  # embed ref -> pending
@@ -300,17 +253,17 @@ def _process(run: _Run, todo: list[str], progress: Any) -> None:
     try:
         while queue or preparing or embedding:
             # Backpressure: at most `in_flight` decodes, and at most `actor_queue` prepared videos per actor.
-            while queue and len(preparing) < in_flight and len(preparing) + len(embedding) < in_flight + cfg.actor_queue * n_actors:
+            while queue and len(preparing) < in_flight and len(preparing) + len(embedding) < in_flight + job.actor_queue * n_actors:
                 uri = queue.popleft()
                 status_ref, prepared_ref = prepare_task.remote(uri, cfg.features, max_in_memory, fault, flow_workers)
                 preparing[status_ref] = _Pending(uri, prepared_ref)
-            ready, _ = ray.wait([*preparing, *embedding], num_returns=1, timeout=cfg.progress_every_s)
+            ready, _ = ray.wait([*preparing, *embedding], num_returns=1, timeout=job.progress_every_s)
             for ref in ready:
                 if ref in preparing:
                     _on_prepared(run, preparing.pop(ref), ref, actors, load, embedding, fault, progress)
                 else:
                     _on_embedded(run, embedding.pop(ref), ref, load, progress)
-            if run.shard and time.monotonic() - run.shard_started >= cfg.shard_max_s:
+            if run.shard and time.monotonic() - run.shard_started >= job.shard_max_s:
                 run.flush()
             run.write_manifest()
             if not ready:
@@ -370,67 +323,3 @@ def _on_embedded(run: _Run, pending: _Pending, ref: Any, load: list[int], progre
         return
     run.add(feats, pending.uri, pending.prepare_s + embed_s)
     progress.update(done=1, segments=feats.n_segments)
-
-
-# ----- command line (what `ray job submit -- python -m jobs.extract ...` runs) -----------------------
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Arguments of ``python -m jobs.extract`` (also usable by ``star extract --ray``)."""
-    p = parser or argparse.ArgumentParser(prog="python -m jobs.extract", description="Distributed I3D feature extraction with Ray.")
-    p.add_argument("inputs", nargs="+", help="video files, prefixes, globs (any fsspec URL) or @list files")
-    p.add_argument("--lake", default=None, help="lake root URI (default: storage.lake_uri of the config)")
-    p.add_argument("--config", default=None, help="YAML/JSON config file (StarConfig)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. features.flow=farneback")
-    p.add_argument("--flow", choices=FLOW_METHODS, default=None,
-                   help="optical flow (= --set features.flow=...): tvl1 (OpenCV, in the CPU tasks), "
-                        "tvl1-torch (on the I3D actors' device; with --gpu the CPU tasks only decode), farneback")
-    p.add_argument("--run-id", default=None)
-    p.add_argument("--ray-address", default=None, help="Ray cluster (default: RAY_ADDRESS, else local)")
-    gpu = p.add_mutually_exclusive_group()
-    gpu.add_argument("--gpu", dest="use_gpu", action="store_true", default=None, help="I3D actors on GPUs")
-    gpu.add_argument("--cpu", dest="use_gpu", action="store_false", help="I3D actors on CPU")
-    p.add_argument("--num-actors", type=int, default=0, help="I3D actors (0: one per GPU, else 1)")
-    p.add_argument("--prepare-in-flight", type=int, default=0, help="decode+flow tasks at once (0: free CPUs)")
-    p.add_argument("--prepare-cpus", type=float, default=1.0, help="CPUs (and flow threads) per decode+flow task")
-    p.add_argument("--shard-videos", type=int, default=16, help="videos per features shard")
-    p.add_argument("--max-retries", type=int, default=3)
-    p.add_argument("--limit", type=int, default=None, help="extract at most this many missing videos")
-    p.add_argument("--fail-on-error", action="store_true", help="exit 1 when a video failed")
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> ExtractJobConfig:
-    """The job config of parsed command-line arguments."""
-    star_cfg = load_config(args.config, [*args.overrides, *([f"features.flow={args.flow}"] if args.flow else [])])
-    return ExtractJobConfig(
-        inputs=tuple(args.inputs),
-        lake_uri=args.lake or star_cfg.storage.lake_uri,
-        config=star_cfg,
-        run_id=args.run_id,
-        ray_address=args.ray_address or star_cfg.storage.ray_address,
-        use_gpu=args.use_gpu,
-        num_actors=args.num_actors,
-        max_prepare_in_flight=args.prepare_in_flight,
-        prepare_cpus=args.prepare_cpus,
-        shard_videos=args.shard_videos,
-        max_retries=args.max_retries,
-        limit=args.limit,
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        result = extract(config_from_args(args))
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"jobs.extract: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # unfinished inputs are in the manifest
-        print("jobs.extract: interrupted", file=sys.stderr)
-        return 130
-    print(json.dumps(result.summary(), default=str))
-    return 1 if args.fail_on_error and result.failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,8 @@
 """Import guard: each layer imports only the layers below it (docs/architecture.md).
 
-    flows (Prefect)  ->  jobs (Ray, MLflow, CLI)  ->  star_core.io (storage)  ->  star_core (pure)
+    star_cli (the `star` command)  ->  flows (Prefect)  ->  jobs (Ray, MLflow)  ->  star_core.io (storage)  ->  star_core (pure)
+
+No package imports one above it, with no exception.
 
 Checked statically with ``ast`` over the source files, so an import inside a function counts as
 much as one at the top of a module (it runs as soon as that function does), and the check needs
@@ -68,8 +70,8 @@ def test_the_guard_sees_imports_in_functions_and_through_importlib(tmp_path):
     assert _violations([src], ("ray", "mlflow"), module_level_only=True) == [f"{src}:3 imports ray"]
 
 
-def test_star_core_never_imports_jobs_flows_or_the_services():
-    assert _violations(_sources("star_core"), ("jobs", "flows", "ray", "prefect", "mlflow")) == []
+def test_star_core_never_imports_jobs_flows_the_cli_or_the_services():
+    assert _violations(_sources("star_core"), ("jobs", "flows", "star_cli", "ray", "prefect", "mlflow")) == []
 
 
 def test_the_pure_core_never_imports_storage():
@@ -78,16 +80,15 @@ def test_the_pure_core_never_imports_storage():
     assert _violations(pure, ("fsspec", "s3fs", "pyarrow", "duckdb", "star_core.io")) == []
 
 
-def test_jobs_never_import_flows_at_module_level():
-    assert _violations(_sources("jobs"), ("flows",), module_level_only=True) == []
+def test_jobs_never_import_flows_or_the_cli():
+    assert _violations(_sources("jobs"), ("flows", "star_cli", "prefect")) == []
 
 
-# Known violation (issue 16, "One entry point"): `star run-flow` imports the flows inside its
-# functions while flows/tasks.py imports jobs, so the two packages import each other. Issue 16 moves
-# the CLI out of jobs/; when it does, this list becomes empty. A new import of flows from jobs fails here.
-KNOWN_JOBS_TO_FLOWS = {"jobs/commands/run_flow.py"}
+def test_flows_never_import_the_cli():
+    assert _violations(_sources("flows"), ("star_cli",)) == []
 
 
-def test_jobs_import_flows_nowhere_but_the_known_place():
-    offenders = {v.split(":", 1)[0] for v in _violations(_sources("jobs"), ("flows",))}
-    assert offenders == KNOWN_JOBS_TO_FLOWS
+def test_the_cli_is_the_only_package_above_flows():
+    """Every Python package of the repository is one of the layers (a new top-level package must be placed)."""
+    packages = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"tests"}
+    assert packages == {"star_core", "jobs", "flows", "star_cli"}, packages

@@ -8,8 +8,9 @@ One run, in three parts:
   fails alone, with its reason);
 - :mod:`jobs.detect.recording`: detections files, the run's manifest, its MLflow run and timelines.
 
-:func:`detect` wires them. Run it as ``star detect ...`` or ``python -m jobs.detect ...`` (the
-KubeRay entrypoint).
+:func:`detect` wires them: ``detect(cfg, inputs)`` with the settings in the one ``StarConfig`` tree
+(``detect``, ``resources``, ``storage``) and the run's selection in :class:`DetectInputs`. Run it as
+``star detect ...`` (also the KubeRay entrypoint).
 """
 
 from __future__ import annotations
@@ -17,24 +18,27 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from jobs.detect.config import DetectJobConfig
+from star_core.config import StarConfig
+
+from jobs.detect.inputs import DetectInputs
 from jobs.detect.planning import JOB, DetectPlan, choose_feature_set, plan_videos, processed_before, select_videos
 from jobs.detect.recording import DetectRecorder, DetectRunResult
 from jobs.detect.running import READ_COLUMNS, RESULT_SCHEMA, DetectBatch, Loader
 
 __all__ = [
-    "JOB", "READ_COLUMNS", "RESULT_SCHEMA", "DetectBatch", "DetectJobConfig", "DetectPlan", "DetectRunResult", "Loader",
-    "choose_feature_set", "detect", "plan_videos", "processed_before", "select_videos",
+    "JOB", "READ_COLUMNS", "RESULT_SCHEMA", "DetectBatch", "DetectInputs", "DetectPlan", "DetectRunResult", "Loader",
+    "choose_feature_set", "detect", "plan_videos", "processed_before", "row_to_video", "select_videos",
 ]
 
 log = logging.getLogger("star.detect")
 
 
-def detect(cfg: DetectJobConfig, loader: Loader | None = None) -> DetectRunResult:
+def detect(cfg: StarConfig, inputs: DetectInputs = DetectInputs(), loader: Loader | None = None) -> DetectRunResult:
     """Detect actions on every selected video that this model version has not processed yet.
 
     Args:
-        cfg: the job config.
+        cfg: the settings (``detect``: model URI, batch, experiment...; ``resources``; ``storage``).
+        inputs: what to detect on (dataset, split or videos; feature set, date, caller's run id).
         loader: ``model_uri -> (StarDetector, ModelRef)`` used once per actor; default
             ``jobs.tracking.load_detector`` (the MLflow registry). Must be picklable.
 
@@ -53,16 +57,16 @@ def detect(cfg: DetectJobConfig, loader: Loader | None = None) -> DetectRunResul
     from star_core.io.lake import Lake
 
     t_start = time.monotonic()
-    lake = Lake(cfg.lake_uri, cfg.s3_endpoint_url)
-    date = cfg.date or dt.datetime.now(dt.timezone.utc).date().isoformat()
-    tracking_uri = cfg.tracking_uri or tracking.tracking_uri(lake)
-    model = tracking.resolve_model(cfg.model_uri, tracking_uri)  # pinned name/version before any work
+    lake = Lake(cfg.storage.lake_uri, cfg.storage.s3_endpoint_url)
+    date = inputs.date or dt.datetime.now(dt.timezone.utc).date().isoformat()
+    tracking_uri = tracking.tracking_uri(lake, cfg.storage.mlflow_tracking_uri)
+    model = tracking.resolve_model(cfg.detect.model_uri, tracking_uri)  # pinned name/version before any work
 
-    feature_set, extract_failures = extract_missing(cfg) if cfg.videos else (cfg.feature_set, {})
+    feature_set, extract_failures = extract_missing(cfg, inputs) if inputs.videos else (inputs.feature_set, {})
     feature_set = choose_feature_set(lake, feature_set)
-    selection, ground_truth = select_videos(lake, cfg)
+    selection, ground_truth = select_videos(lake, inputs)
     done, failed_before = processed_before(lake, model.name, model.version)
-    plan = plan_videos(feature_store.feature_index(lake, feature_set), selection, done, failed_before, retry_failed=cfg.retry_failed)
+    plan = plan_videos(feature_store.feature_index(lake, feature_set), selection, done, failed_before, retry_failed=cfg.detect.retry_failed)
     log.info(
         "model %s v%s, feature set %s: %d selected, %d already done, %d failed before on unchanged features, "
         "%d without features, %d to process",
@@ -70,11 +74,11 @@ def detect(cfg: DetectJobConfig, loader: Loader | None = None) -> DetectRunResul
         len(plan.missing), plan.todo.num_rows,
     )
 
-    recorder = DetectRecorder(lake, cfg, tracking_uri, model, feature_set, date, plan, extract_failures, t_start)
+    recorder = DetectRecorder(lake, cfg, inputs, tracking_uri, model, feature_set, date, plan, extract_failures, t_start)
     status = "FAILED"
     try:
         if plan.todo.num_rows:
-            ensure_ray(cfg.ray_address)
+            ensure_ray(cfg.resources.ray_address)
             shards = run_pipeline(lake, cfg, plan.todo, model.uri, loader, tracking.worker_env(tracking_uri), on_first=recorder.first_batch)
             for shard in shards:
                 recorder.record_shard(shard)
@@ -83,12 +87,3 @@ def detect(cfg: DetectJobConfig, loader: Loader | None = None) -> DetectRunResul
         result = recorder.finish(status, ground_truth)
     log.info("%s", result.summary())
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m jobs.detect``: exactly ``star detect`` (same options, errors and exit codes)."""
-    import sys
-
-    from jobs.cli import main as star
-
-    return star(["detect", *(sys.argv[1:] if argv is None else argv)])

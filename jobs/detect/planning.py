@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.detect.config import DetectJobConfig
+from jobs.detect.inputs import DetectInputs
 from star_core.io import detections as detio
 from star_core.io import datasets, feature_store, manifests
 from star_core.io.lake import Lake
@@ -120,7 +120,7 @@ def choose_feature_set(lake: Lake, requested: str | None) -> str:
     return found[0]
 
 
-def select_videos(lake: Lake, cfg: DetectJobConfig) -> tuple[list[str] | None, dict[str, Any]]:
+def select_videos(lake: Lake, cfg: DetectInputs) -> tuple[list[str] | None, dict[str, Any]]:
     """Video ids of the input selection (None: the whole feature set), and the ground truth by video."""
     if cfg.dataset:
         ds = datasets.load_dataset(lake, cfg.dataset, cfg.dataset_version)
@@ -135,7 +135,7 @@ def select_videos(lake: Lake, cfg: DetectJobConfig) -> tuple[list[str] | None, d
     return None, {}
 
 
-def selection_text(cfg: DetectJobConfig) -> str:
+def selection_text(cfg: DetectInputs) -> str:
     """The input selection in one line (an MLflow param)."""
     if cfg.dataset:
         version = f" version={cfg.dataset_version}" if cfg.dataset_version else ""

@@ -20,8 +20,9 @@ from typing import Any, Sequence
 
 import pyarrow as pa
 
-from jobs.detect.config import DetectJobConfig
+from jobs.detect.inputs import DetectInputs
 from jobs.detect.planning import JOB, DetectPlan, selection_text
+from star_core.config import StarConfig
 from star_core.data import Detection
 from star_core.io import detections as detio
 from star_core.io import manifests, schemas
@@ -102,7 +103,8 @@ class DetectRecorder:
 
     Args:
         lake: the lake written to.
-        cfg: the job config (selection, experiment, timelines to log).
+        cfg: the settings (``detect``: model URI, experiment, timelines to log; ``resources``).
+        inputs: the run's selection and caller's run id.
         tracking_uri: MLflow tracking URI.
         model: the pinned model (``jobs.tracking.ModelRef``: name, version, alias, uri).
         feature_set: the feature set read.
@@ -115,7 +117,8 @@ class DetectRecorder:
     def __init__(
         self,
         lake: Lake,
-        cfg: DetectJobConfig,
+        cfg: StarConfig,
+        inputs: DetectInputs,
         tracking_uri: str,
         model: Any,
         feature_set: str,
@@ -131,18 +134,18 @@ class DetectRecorder:
             "model_name": model.name,
             "model_version": model.version,
             "model_alias": model.alias or "",
-            "model_uri": cfg.model_uri,
+            "model_uri": cfg.detect.model_uri,
             "model_uri_pinned": model.uri,
             "feature_set": feature_set,
-            "selection": selection_text(cfg),
+            "selection": selection_text(inputs),
             "date": date,
-            "batch_size": cfg.batch_size,
-            "num_actors": cfg.num_actors,
-            "use_gpu": cfg.use_gpu,
+            "batch_size": cfg.detect.batch_size,
+            "num_actors": cfg.resources.actors,
+            "use_gpu": bool(cfg.resources.gpu),
             "videos_selected": len(plan.selected),
         }
         self.run_id = tracking.start_detect_run(
-            tracking_uri, cfg.experiment, run_name=cfg.run_id, params=params, lake=lake, tags={"star.job_run_id": cfg.run_id or ""}
+            tracking_uri, cfg.detect.experiment, run_name=inputs.run_id, params=params, lake=lake, tags={"star.job_run_id": inputs.run_id or ""}
         )
         self.result = DetectRunResult(
             run_id=self.run_id, model_name=model.name, model_version=model.version, model_uri=model.uri, feature_set=feature_set, date=date
@@ -218,7 +221,7 @@ class DetectRecorder:
                 result.processed += 1
                 result.segments_processed += r["n_segments"] or 0
                 result.model_s += r["model_s"] or 0.0
-                if r["labels"] and len(self.timelines) < self.cfg.timelines_logged:
+                if r["labels"] and len(self.timelines) < self.cfg.detect.timelines_logged:
                     self.timelines[r["video_id"]] = ([d for d in dets if d.video_id == r["video_id"]], r["duration_s"])
             else:
                 result.failed += 1
@@ -234,7 +237,7 @@ class DetectRecorder:
         rows = pa.concat_tables(self.manifest_parts).to_pylist() if self.manifest_parts else []
         result.manifest_uri = self.lake.uri_of(manifests.write_manifest(self.lake, JOB, self.run_id, rows))
         result.elapsed_s = time.monotonic() - self.t_start
-        pngs = plot_timelines(self.timelines, ground_truth, self.cfg.timelines_logged) if status == "FINISHED" else {}
+        pngs = plot_timelines(self.timelines, ground_truth, self.cfg.detect.timelines_logged) if status == "FINISHED" else {}
         tracking.finish_detect_run(
             self.tracking_uri,
             self.run_id,

@@ -18,12 +18,12 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.detect.config import DetectJobConfig
+from jobs.detect.inputs import DetectInputs
+from star_core.config import StarConfig
 from star_core.data import Detection, VideoFeatures
 from star_core.io import fs as fsmod
 from star_core.io.feature_store import feature_streams, row_to_video
 from star_core.io.lake import Lake
-from star_core.video.config import FeatureConfig
 
 log = logging.getLogger("star.detect")
 
@@ -138,7 +138,7 @@ def _keep_rows(batch: pa.Table, keep: dict[str, list[str]]) -> pa.Table:
 # ----- the pipeline ---------------------------------------------------------------------------
 def run_pipeline(
     lake: Lake,
-    cfg: DetectJobConfig,
+    cfg: StarConfig,
     todo: pa.Table,
     model_uri: str,
     loader: Loader | None,
@@ -165,14 +165,17 @@ def run_pipeline(
         file_extensions=["parquet"],
     ).select_columns([*READ_COLUMNS, "path"])  # pushed into the Parquet scan (read_parquet(columns=) is deprecated)
     ds = ds.map_batches(_keep_rows, fn_kwargs={"keep": keep}, batch_format="pyarrow", batch_size=None)
+    res = cfg.resources
+    use_gpu = bool(res.gpu)  # detection uses GPUs only when asked (resources.gpu: true)
+    n_actors = res.actors or (max(1, int(ray.cluster_resources().get("GPU", 0))) if use_gpu else 1)
     ds = ds.map_batches(
         DetectBatch,
-        fn_constructor_kwargs={"model_uri": model_uri, "loader": loader, "env": env, "device": "cuda" if cfg.use_gpu else "cpu"},
-        batch_size=cfg.batch_size,
+        fn_constructor_kwargs={"model_uri": model_uri, "loader": loader, "env": env, "device": "cuda" if use_gpu else "cpu"},
+        batch_size=cfg.detect.batch_size,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
-        num_gpus=1 if cfg.use_gpu else 0,
-        num_cpus=cfg.cpus_per_actor,
+        compute=ray.data.ActorPoolStrategy(size=n_actors),
+        num_gpus=1 if use_gpu else 0,
+        num_cpus=res.cpus_per_actor,
     )
     progress = Progress(total=len(ids), what="videos", logger=log)
     pending: list[pa.Table] = []
@@ -184,39 +187,30 @@ def run_pipeline(
         progress.update(done=batch.num_rows - n_failed, failed=n_failed, segments=pc.sum(batch.column("n_segments")).as_py() or 0)
         pending.append(batch)
         n_pending += batch.num_rows
-        if n_pending >= cfg.shard_videos:
+        if n_pending >= cfg.detect.shard_videos:
             yield pa.concat_tables(pending)
             pending, n_pending = [], 0
     if pending:
         yield pa.concat_tables(pending)
 
 
-def extract_missing(cfg: DetectJobConfig) -> tuple[str, dict[str, str]]:
-    """Extract features for the videos of ``cfg.videos`` that have none (``star extract`` on them).
+def extract_missing(cfg: StarConfig, inputs: DetectInputs) -> tuple[str, dict[str, str]]:
+    """Extract features for the videos of ``inputs.videos`` that have none (``star extract --ray`` on them).
 
     Returns:
         The feature set written and, per video id whose extraction failed, the reason.
     """
-    from jobs.extract import ExtractJobConfig, extract
+    from jobs.extract import extract
     from star_core.io.inputs import video_id_from_uri
 
-    ecfg = ExtractJobConfig(
-        inputs=cfg.videos,
-        lake_uri=cfg.lake_uri,
-        features=cfg.features or FeatureConfig(),
-        s3_endpoint_url=cfg.s3_endpoint_url,
-        ray_address=cfg.ray_address,
-        use_gpu=True if cfg.use_gpu else None,
-        run_id=f"{cfg.run_id}-extract" if cfg.run_id else None,
-    )
-    res = extract(ecfg)
+    res = extract(cfg, inputs.videos, run_id=f"{inputs.run_id}-extract" if inputs.run_id else None)
     log.info(
         "extraction before detection: %d extracted, %d failed, %d had features (feature set %s)",
         res.done, res.failed, res.skipped, res.feature_set,
     )
-    if cfg.feature_set and cfg.feature_set != res.feature_set:
+    if inputs.feature_set and inputs.feature_set != res.feature_set:
         raise ValueError(
-            f"detect: --feature-set {cfg.feature_set!r} differs from the feature set the extractor settings write ({res.feature_set!r})"
+            f"detect: --feature-set {inputs.feature_set!r} differs from the feature set the extractor settings write ({res.feature_set!r})"
         )
     failures = {video_id_from_uri(f["input"]): f["reason"] for f in res.failures}
     return res.feature_set, failures

@@ -5,7 +5,16 @@ Every open point of the paper (see docs/model.md, "Open points" and "Pitfalls") 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
+
+# Field metadata: a training run may be resumed with another value of this field (it decides
+# cadence, resources or logging, not the model); star_core.config.resume_fingerprint leaves it out.
+RESUME_FREE = {"resume": "free"}
+
+ThresholdSpace = Literal["log", "rank", "logit", "linear"]
+Localizer = Literal["attention", "gradcam", "attended_gradcam"]
+ProposalScore = Literal["mean", "contrast"]
 
 
 @dataclass(frozen=True)
@@ -16,15 +25,15 @@ class ModelConfig:
     dropout: float = 0.2  # drop probability on segment features (paper "0.8", read as keep-prob; open point 8)
     use_coverage: bool = True  # permissive coverage gate, Eq. 6-7 (Table 1 "Coverage")
     use_ram: bool = True  # repetition alignment module, Eq. 8-9 (Table 1 "RAM")
-    coverage_gate: str = "vector"  # "vector" | "scalar": shape of Z and W_α in Eq. 6 (open point 3)
-    position_norm: str = "unit"  # "unit": positions i/(N-1) in [0,1] and centroid Σα k / Σα (open point 2)
-    assembly_norm: str = "sum"  # "none" (literal Eq. 1) | "sum" (divide by Σα) | "count" (divide by N) (open point 4)
-    label_order: str = "frequency"  # "frequency" (training-set frequency) | "alphabetical" | "first_occurrence" (open point 1)
+    coverage_gate: Literal["vector", "scalar"] = "vector"  # "vector" | "scalar": shape of Z and W_α in Eq. 6 (open point 3)
+    position_norm: Literal["unit", "index"] = "unit"  # "unit": positions i/(N-1) in [0,1] and centroid Σα k / Σα (open point 2)
+    assembly_norm: Literal["none", "sum", "count"] = "sum"  # "none" (literal Eq. 1) | "sum" (divide by Σα) | "count" (divide by N) (open point 4)
+    label_order: Literal["frequency", "alphabetical", "first_occurrence"] = "frequency"  # "frequency" (training-set frequency) | "alphabetical" | "first_occurrence" (open point 1)
     max_steps: int = 4  # decoding steps at inference (plus EOS); training uses the label count + 1
-    coverage_start: str = "learned"  # centroid used at t=1 (no α_0): "learned" scalar | "neutral" (gate open, COV=1) (open point 2)
+    coverage_start: Literal["learned", "neutral"] = "learned"  # centroid used at t=1 (no α_0): "learned" scalar | "neutral" (gate open, COV=1) (open point 2)
     coverage_shared_w: bool = False  # True: Eq. 6 reuses W_α h_{t-1} of Eq. 7 literally; False: own projection W_cov
     energy_temperature: float = 1.0  # α = σ(ê / τ); 1 = paper (beyond-paper option, docs/model.md "Pitfalls")
-    feature_norm: str = "none"  # "none" (paper: raw features) | "standardize" (per-dim running mean/std of training segments; beyond paper)
+    feature_norm: Literal["none", "standardize"] = "none"  # "none" (paper: raw features) | "standardize" (per-dim running mean/std of training segments; beyond paper)
     ram_init_scale: float = 0.05  # initial W_r in Eq. 8 (RAM_t = W_r Σσ(ê) + b_r)
 
 
@@ -44,16 +53,16 @@ class TrainConfig:
     weight_decay: float = 5e-4  # Adam weight decay
     sample_segments: int = 400  # uniform sampling per video (STPN protocol); 0 = all segments
     seed: int = 0  # seeds torch, numpy and sampling
-    eval_every_epochs: int = 0  # evaluate on the test split every K epochs (0 = only at the end)
+    eval_every_epochs: int = field(default=0, metadata=RESUME_FREE)  # evaluate on the test split every K epochs (0 = only at the end)
     grad_clip_norm: float = 10.0  # clip the global grad norm per stream (0 = off)
     sample_jitter: bool = True  # random offset inside each of the uniform bins when sampling segments
-    checkpoint_every_epochs: int = 0  # checkpoint every K epochs (0 = time-based, see next); the last epoch always
-    checkpoint_min_interval_s: float = 60.0  # with K = 0: at most one checkpoint per this many seconds
+    checkpoint_every_epochs: int = field(default=0, metadata=RESUME_FREE)  # checkpoint every K epochs (0 = time-based, see next); the last epoch always
+    checkpoint_min_interval_s: float = field(default=60.0, metadata=RESUME_FREE)  # with K = 0: at most one checkpoint per this many seconds
 
 
 @dataclass(frozen=True)
 class LocalizeConfig:
-    localizer: str = "attended_gradcam"  # "attention" | "gradcam" | "attended_gradcam" (Table 2)
+    localizer: Localizer = "attended_gradcam"  # "attention" | "gradcam" | "attended_gradcam" (Table 2)
     fusion_lambda: float = 0.5  # λ of Eq. 14 (RGB weight)
     test_segments: int = 0  # 0 = run on all segments at test time; >0 = resample to this many (open point 6)
     thresholds: tuple[float, ...] = (0.4, 0.5, 0.6)  # on the normalised score (open point 7; see docs/model.md)
@@ -62,10 +71,10 @@ class LocalizeConfig:
     min_class_prob: float = 0.1  # classes decoded with lower fused probability are not localized
     nms_tiou: float = 0.5  # per-class NMS threshold
     max_detections_per_video: int = 200  # after NMS
-    threshold_space: str = "log"  # "log" (min-max of log score) | "rank" (percentile) | "logit" | "linear" (min-max) (open point 7)
-    proposal_score: str = "mean"  # "mean" (Eq. 14) | "contrast" (Eq. 14 mean minus mean of the flanks, beyond paper)
+    threshold_space: ThresholdSpace = "log"  # "log" (min-max of log score) | "rank" (percentile) | "logit" | "linear" (min-max) (open point 7)
+    proposal_score: ProposalScore = "mean"  # "mean" (Eq. 14) | "contrast" (Eq. 14 mean minus mean of the flanks, beyond paper)
     max_steps: int = 0  # decoding steps at detection (0 = the model's max_steps)
-    attention_scale: str = "none"  # "max": α / max_i α per stream and step before the λ-fusion | "none": raw α (paper)
+    attention_scale: Literal["none", "max"] = "none"  # "max": α / max_i α per stream and step before the λ-fusion | "none": raw α (paper)
     use_refiner: bool = True  # localize with the self-trained segment head when the model has one (star_core.refine)
 
 
@@ -81,17 +90,17 @@ class RefineConfig:
     batch_size: int = 16  # videos per step
     lr: float = 1e-3  # Adam learning rate
     weight_decay: float = 1e-3  # Adam weight decay
-    pseudo_localizer: str = "gradcam"  # stage-1 map that labels the training segments ("attention" | "gradcam" | "attended_gradcam")
+    pseudo_localizer: Localizer = "gradcam"  # stage-1 map that labels the training segments ("attention" | "gradcam" | "attended_gradcam")
     fg_threshold: float = 0.6  # normalised stage-1 score at or above which a segment is foreground of the class
     bg_threshold: float = 0.3  # normalised score below which (for every known class) a segment is background
-    threshold_space: str = "logit"  # how a stage-1 map is normalised per video (see localize.normalise_score)
+    threshold_space: ThresholdSpace = "logit"  # how a stage-1 map is normalised per video (see localize.normalise_score)
     relabel_confidence: float = 0.6  # rounds >= 2: a segment takes the head's argmax over {known classes, background} if its share >= this
     mil_weight: float = 1.0  # weight of the video-level top-k MIL loss
     topk_fraction: float = 0.125  # k = ceil(N * fraction) segments pooled per class for the MIL score
     video_score_fusion: float = 0.0  # weight of the stage-1 class probability in the fused video score (0 = head only)
     proposal_thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # on the head's class probability (multi-scale)
-    proposal_space: str = "linear"  # the head's probabilities are calibrated: threshold them as they are
-    proposal_score: str = "contrast"  # "contrast" (outer-inner) | "mean", as localize.proposal_score
+    proposal_space: ThresholdSpace = "linear"  # the head's probabilities are calibrated: threshold them as they are
+    proposal_score: ProposalScore = "contrast"  # "contrast" (outer-inner) | "mean", as localize.proposal_score
     class_score_weight: float = 0.5  # detection score = interval score × p(class)^weight (localize.class_score_weight for the head)
     nms_tiou: float = 0.4  # per-class NMS of the head's proposals (localize.nms_tiou for the head)
     seed: int = 0  # seeds initialisation and shuffling

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-FLOW_METHODS = ("tvl1", "farneback", "tvl1-torch")  # optical flow methods; each names its own feature set
+FlowMethod = Literal["tvl1", "farneback", "tvl1-torch"]  # optical flow methods; each names its own feature set
+FLOW_METHODS = get_args(FlowMethod)
 
 
 @dataclass(frozen=True)
@@ -14,8 +16,8 @@ class FeatureConfig:
     segment_frames: int = 16  # frames per non-overlapping segment (one feature step)
     resize_short_side: int = 256  # bilinear resize of the short side before the crop
     crop_size: int = 224  # centre crop
-    flow: str = "tvl1"  # "tvl1" (DeepMind's, OpenCV) | "tvl1-torch" (the same in PyTorch, batched, GPU) | "farneback" (fast, quick runs)
-    tail_policy: str = "pad"  # trailing partial segment: "pad" (repeat last frame) | "drop"
+    flow: FlowMethod = "tvl1"  # "tvl1" (DeepMind's, OpenCV) | "tvl1-torch" (the same in PyTorch, batched, GPU) | "farneback" (fast, quick runs)
+    tail_policy: Literal["pad", "drop"] = "pad"  # trailing partial segment: "pad" (repeat last frame) | "drop"
     feat_dim: int = 1024  # per stream
     batch_segments: int = 8  # segments per I3D forward pass
     rgb_weights: str | None = None  # path of the RGB I3D weight file (None: random, with a warning)

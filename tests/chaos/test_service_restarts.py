@@ -26,7 +26,7 @@ def test_s3_server_restarted_mid_extraction(videos_dir, s3_lake_uri, ray_address
 
     def command(run_id: str) -> list[str]:
         return [
-            sys.executable, "-m", "jobs.extract", str(videos_dir), "--lake", s3_lake_uri, "--run-id", run_id, "--shard-videos", "1",
+            sys.executable, "-m", "star_cli", "extract", "--ray", "--json", str(videos_dir), "--lake", s3_lake_uri, "--run-id", run_id, "--shard-videos", "1",
             "--prepare-in-flight", "1", "--set", "features.flow=farneback", "--set", "features.resize_short_side=64", "--set", "features.crop_size=64",
         ]
 
@@ -65,7 +65,7 @@ def test_s3_server_restarted_mid_extraction(videos_dir, s3_lake_uri, ray_address
 
 
 def test_mlflow_server_restarted_mid_training(s3_lake_uri, mlflow_server, ray_address, tmp_path):
-    """`star train` (python -m jobs.cli train) on an s3:// lake, tracked on the session's MLflow server; the server
+    """`star train` (python -m star_cli train) on an s3:// lake, tracked on the session's MLflow server; the server
     is stopped after the run logged epoch 2, kept down 2 s and started again (same port, SQLite store, artifact root).
 
     While it is down the worker's per-epoch ``log_batch`` waits in the MLflow client's HTTP retries
@@ -79,7 +79,7 @@ def test_mlflow_server_restarted_mid_training(s3_lake_uri, mlflow_server, ray_ad
     epochs, model = 20, f"chaos-mlflow-{uuid.uuid4().hex[:6]}"  # the MLflow server is shared by the session
     overrides = [f"{k}={v}" for k, v in TINY_MODEL.items() if k != "train.epochs"]
     cmd = [
-        sys.executable, "-m", "jobs.cli", "train", "--lake", s3_lake_uri, "--dataset", "tiny", "--workers", "1", "--epochs", str(epochs),
+        sys.executable, "-m", "star_cli", "train", "--lake", s3_lake_uri, "--dataset", "tiny", "--workers", "1", "--epochs", str(epochs),
         "--model-name", model, "--experiment", "chaos", "--run-name", "mlflow-restart", *overrides,
     ]
     env = {**os.environ, "RAY_ADDRESS": ray_address, "MLFLOW_TRACKING_URI": mlflow_server, "PYTHONUNBUFFERED": "1"}

@@ -98,7 +98,7 @@ def test_i3d_actor_killed_mid_extraction(videos_dir, ray_address, tmp_path):
     lake_uri = str(tmp_path / "lake")
     def command(run_id: str) -> list[str]:
         return [
-            sys.executable, "-m", "jobs.extract", str(videos_dir), "--lake", lake_uri, "--run-id", run_id, "--shard-videos", "1",
+            sys.executable, "-m", "star_cli", "extract", "--ray", "--json", str(videos_dir), "--lake", lake_uri, "--run-id", run_id, "--shard-videos", "1",
             "--prepare-in-flight", "1", "--set", "features.flow=farneback", "--set", "features.resize_short_side=64", "--set", "features.crop_size=64",
         ]
 
@@ -131,20 +131,20 @@ def test_i3d_actor_killed_mid_extraction(videos_dir, ray_address, tmp_path):
 
 def test_training_worker_killed_mid_epoch(ray_address, tmp_path, monkeypatch):
     from jobs import tracking
-    from jobs.train import TrainJobConfig, train
+    from jobs.train import train
     from jobs.train_checkpoints import list_checkpoints
     from tests.jobs.test_train_job import make_tiny_dataset, tiny_config
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     lake, *_ = make_tiny_dataset(str(tmp_path / "lake"), n_train=8, n_test=4)
     epochs = 40
-    star = tiny_config(**{"train.epochs": epochs, "train.checkpoint_every_epochs": 5})
-    cfg = TrainJobConfig(lake_uri=lake.uri, dataset="tiny", star=star, workers=1, run_name="chaos", model_name="chaos", max_failures=1)
+    cfg = tiny_config(**{"train.epochs": epochs, "train.checkpoint_every_epochs": 5, "storage.lake_uri": lake.uri, "resources.workers": 1,
+                         "train_run.run_name": "chaos", "train_run.model_name": "chaos", "train_run.max_failures": 1})
     result: dict = {}
 
     def run() -> None:
         try:
-            result["ok"] = train(cfg)
+            result["ok"] = train(cfg, "tiny")
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             result["error"] = exc
 
@@ -162,11 +162,11 @@ def test_training_worker_killed_mid_epoch(ray_address, tmp_path, monkeypatch):
     versions = client.search_model_versions("name='chaos'")
     assert [str(v.version) for v in versions] == ["1"]  # one model for one run
     with pytest.raises(ValueError, match="already finished"):
-        train(cfg)  # the rerun of a finished run is refused, not retrained
+        train(cfg, "tiny")  # the rerun of a finished run is refused, not retrained
 
 
 def test_detect_actor_killed_mid_detection(ray_address, tmp_path, monkeypatch):
-    """`star detect` (python -m jobs.detect) on the `ray start` cluster; the model-holding Ray Data actor
+    """`star detect` (python -m star_cli detect) on the `ray start` cluster; the model-holding Ray Data actor
     (``ray::_MapWorker`` of ``MapBatches(DetectBatch)``, the only map actor of the job) is SIGKILLed while it starts (loading the model), all videos to go.
 
     On tiny data the actor detects all 40 videos within about 1 s of loading the model (measured: 10-18 s
@@ -198,7 +198,7 @@ def test_detect_actor_killed_mid_detection(ray_address, tmp_path, monkeypatch):
     tracking.end_run(uri, run)
 
     def command(run_id: str) -> list[str]:
-        return [sys.executable, "-m", "jobs.detect", "--lake", lake_uri, "--model", ref.uri, "--batch-size", "1", "--date", "2026-11-20",
+        return [sys.executable, "-m", "star_cli", "detect", "--lake", lake_uri, "--model", ref.uri, "--batch-size", "1", "--date", "2026-11-20",
                 "--run-id", run_id, "--timelines", "0", "--json"]
 
     env = {**os.environ, "RAY_ADDRESS": ray_address}

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from flows import report
-from flows.params import Resources, resolve_lake_uri
+from flows.params import resolve_lake_uri
 
 
 def test_resolve_lake_uri_param_env_and_relative(monkeypatch, tmp_path):
@@ -55,12 +55,20 @@ def test_resolve_dataset_only_or_most_recent(tmp_path, caplog):
     assert resolve_dataset(lake.uri, "given") == ("given", "the dataset parameter")
 
 
-def test_resources_validated():
-    assert Resources(workers=2).workers == 2
-    with pytest.raises(ValueError):
-        Resources(workers=0)
-    with pytest.raises(ValueError):
-        Resources(wrokers=2)  # typo: extra keys are rejected
+def test_resources_and_flow_parameters_become_config_keys(tmp_path):
+    from flows.tasks import JobSettings
+    from star_core.config import ConfigError
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("resources:\n  workers: 3\n  actors: 2\nstorage:\n  lake_uri: s3://elsewhere/lake\n")
+    settings = JobSettings(lake_uri="/the/lake", config_path=str(cfg_file), overrides=("train.lr=0.001",), values={"resources.workers": 2})
+    cfg = settings.star_config(**{"train_run.run_name": "r"})
+    assert (cfg.resources.workers, cfg.resources.actors, cfg.train.lr, cfg.train_run.run_name) == (2, 2, 0.001, "r")
+    assert cfg.storage.lake_uri == "/the/lake"  # the flow's lake wins over the file's
+    with pytest.raises(ConfigError, match="invalid workers=0"):
+        JobSettings(lake_uri="x", values={"resources.workers": 0}).star_config()
+    with pytest.raises(ConfigError, match="did you mean 'workers'"):
+        JobSettings(lake_uri="x", values={"resources.wrokers": 2}).star_config()  # typo: unknown keys are rejected
 
 
 def test_map_table_markdown():
@@ -87,8 +95,8 @@ def test_train_and_detect_markdown_carry_the_numbers():
 
 
 def test_run_flow_param_parsing():
-    from jobs.cli import CommandError
-    from jobs.commands.run_flow import parse_params
+    from star_cli.cli import CommandError
+    from star_cli.commands.run_flow import parse_params
 
     got = parse_params(["epochs=5", "lake_uri=s3://star/lake", "resources.workers=2", "resources.gpu=true", "overrides=[\"train.lr=0.001\"]"])
     assert got == {"epochs": 5, "lake_uri": "s3://star/lake", "resources": {"workers": 2, "gpu": True}, "overrides": ["train.lr=0.001"]}
@@ -99,7 +107,7 @@ def test_run_flow_param_parsing():
 
 
 def test_run_flow_rejects_unknown_parameter(capsys):
-    from jobs.cli import main
+    from star_cli.cli import main
 
     assert main(["run-flow", "train", "--param", "epoch=3"]) == 2
     assert "unknown flow parameter(s) epoch" in capsys.readouterr().err

@@ -21,14 +21,15 @@ import jsonschema
 import pytest
 import yaml
 
-from jobs.cli import COMMANDS
+from star_cli.cli import COMMANDS, build_parser
+from star_cli.options import load
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "infra" / "k8s"
 COMPOSE = REPO / "infra" / "compose.yaml"
 DOCKERFILE = REPO / "infra" / "docker" / "Dockerfile"
 NAMESPACE = "star"
-CONTRACT_JOBS = ("extract", "train", "detect")  # `python -m jobs.<name>` modules of the contract
+CONTRACT_JOBS = ("extract", "train", "detect")  # `star <name>`: the commands the RayJobs run
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 STAR_IMAGE = re.compile(r"^registry\.example\.com/star:(?P<version>[0-9][^-]*)-(?P<variant>cpu|cu128)$")
@@ -156,8 +157,8 @@ KUBERAY = _of_kind("RayJob", "RayCluster")
 def test_every_kind_of_manifest_is_present():
     kinds = {d["kind"] for _, d in DOCS}
     assert {"RayJob", "RayCluster", "Deployment", "Service", "Secret", "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Namespace"} <= kinds
-    jobs = {d["spec"]["entrypoint"].split()[2] for _, d in _of_kind("RayJob")}
-    assert jobs == {f"jobs.{j}" for j in CONTRACT_JOBS}
+    jobs = {d["spec"]["entrypoint"].split()[1] for _, d in _of_kind("RayJob")}
+    assert jobs == set(CONTRACT_JOBS)
 
 
 @pytest.mark.parametrize("name,doc", KUBERAY, ids=[f"{f}:{d['kind']}" for f, d in KUBERAY])
@@ -219,13 +220,14 @@ def test_ray_clusters_are_complete(name, doc):
             assert {"star-object-store", "star-env"} <= refs, f"{name}:{group}: credentials/config not attached"
 
 
-def _job_parser(job: str) -> argparse.ArgumentParser:
-    module = importlib.import_module(f"jobs.{job}")
-    if hasattr(module, "build_parser"):
-        return module.build_parser()
-    parser = argparse.ArgumentParser(prog=f"python -m jobs.{job}")
-    importlib.import_module(f"jobs.commands.{job}").add_arguments(parser)
-    return parser
+def _parse_star(argv: list[str], where: str) -> argparse.Namespace:
+    """``star <command> ARGS`` parsed by the real parser of ``star <command>`` (as ``star <command> --help`` shows it)."""
+    if argv[:3] == ["python", "-m", "star_cli"]:  # the same CLI, importing the working copy (ray job submit --working-dir)
+        argv = ["star", *argv[3:]]
+    assert argv[0] == "star" and argv[1] in COMMANDS, f"{where}: {argv[:2]} is not a star command"
+    parser = build_parser(argv[1])
+    parser.exit = lambda status=0, message=None: pytest.fail(f"{where}: star {argv[1]} rejects {argv[2:]}: {message}")  # type: ignore[method-assign]
+    return parser.parse_args(argv[2:])
 
 
 RAYJOBS = _of_kind("RayJob")
@@ -234,19 +236,31 @@ RAYJOBS = _of_kind("RayJob")
 @pytest.mark.parametrize("name,doc", RAYJOBS, ids=[f for f, _ in RAYJOBS])
 def test_rayjob_entrypoints_are_real_commands(name, doc):
     argv = shlex.split(doc["spec"]["entrypoint"])
-    assert argv[:2] == ["python", "-m"] and argv[2].startswith("jobs.")
-    job = argv[2].removeprefix("jobs.")
-    assert job in CONTRACT_JOBS
-    if not any((REPO / "jobs" / p).exists() for p in (f"{job}.py", f"{job}/__init__.py")):
-        pytest.skip(f"jobs/{job}.py not written yet (contract module)")
-    assert hasattr(importlib.import_module(f"jobs.{job}"), "main"), f"jobs.{job} has no main() for `python -m`"
-    parser = _job_parser(job)
-    parser.exit = lambda status=0, message=None: pytest.fail(f"{name}: {job} rejects its entrypoint: {message}")  # type: ignore[method-assign]
-    args = parser.parse_args(argv[3:])
+    assert argv[0] == "star" and argv[1] in CONTRACT_JOBS, f"{name}: the entrypoint must be `star <command>`, got {argv[:2]}"
+    cfg = load(_parse_star(argv, name))
     star_env = _named("ConfigMap")["star-env"]["data"]
-    assert args.lake == star_env["STAR_LAKE_URI"]
-    uses_gpu = getattr(args, "gpu", None) or getattr(args, "use_gpu", None)
-    assert uses_gpu, f"{name}: the GPU worker group is there, the job should use it"
+    assert cfg.storage.lake_uri == star_env["STAR_LAKE_URI"]
+    assert cfg.resources.gpu, f"{name}: the GPU worker group is there, the job should use it"
+    if argv[1] == "extract":
+        assert cfg.extract.ray, f"{name}: extraction on a Ray cluster must be distributed (--ray)"
+
+
+def _ray_job_submits() -> list[tuple[str, list[str]]]:
+    """``ray job submit ... -- COMMAND`` lines of the manifests, compose file and docs: (file, COMMAND argv)."""
+    found = []
+    for path in [*K8S.glob("*.yaml"), COMPOSE, *(REPO / "docs").glob("*.md"), REPO / "README.md"]:
+        for line in path.read_text().replace("\\\n", " ").splitlines():
+            if "ray job submit" in line and " -- " in line:
+                command = line.split(" -- ", 1)[1].strip().strip("`")
+                found.append((path.name, shlex.split(command)))
+    return found
+
+
+def test_ray_job_submit_commands_are_star_commands():
+    submits = _ray_job_submits()
+    assert submits, "the manifests and docs show how to submit a job"
+    for where, argv in submits:
+        _parse_star(argv, where)
 
 
 # ----- basic Kubernetes checks -----------------------------------------------------------------------
@@ -502,7 +516,7 @@ def test_dockerfile_copies_only_existing_unignored_files():
         for source in parts[:-1]:
             assert (REPO / source).exists(), f"COPY source {source} does not exist"
             assert not _ignored(source), f"COPY source {source} is excluded by .dockerignore"
-    for must in ("pyproject.toml", "star_core", "jobs", "flows"):
+    for must in ("pyproject.toml", "star_core", "jobs", "flows", "star_cli"):
         assert any(must in rest.split() for rest in copies), f"{must} not copied"
 
 
@@ -517,7 +531,7 @@ def test_dockerfile_torch_variant_and_entrypoint():
     assert "cpu|cu128" in runs  # other values are refused
     (entrypoint,) = [json.loads(rest) for op, rest in ops if op == "ENTRYPOINT"]
     assert entrypoint[-1] == "star" and "star" in PYPROJECT["project"]["scripts"]
-    assert PYPROJECT["project"]["scripts"]["star"] == "jobs.cli:main"
+    assert PYPROJECT["project"]["scripts"]["star"] == "star_cli.cli:main"
     assert ops[1][0] == "FROM" and "python:3.11" in args["PYTHON_IMAGE"]
 
 
@@ -533,7 +547,6 @@ def test_commands_in_manifests_and_docs_exist():
             assert svc["entrypoint"][0] in executables, name
     texts = [p.read_text() for p in [K8S / "raycluster.yaml", REPO / "docs" / "deploy_kubernetes.md", COMPOSE] if p.exists()]
     for text in texts:
-        for job in re.findall(r"python -m jobs\.([a-z_]+)", text):
-            assert job in CONTRACT_JOBS or (REPO / "jobs" / f"{job}.py").exists(), job
+        assert not re.findall(r"python -m jobs\.([a-z_]+)", text), "jobs are run as `star <command>`, not `python -m jobs.<name>`"
         for command in re.findall(r"(?m)(?:^\s*(?:\$\s+)?|`|&&\s+)star ([a-z][a-z0-9-]*)", text):
             assert command in COMMANDS, f"`star {command}` is not a star command"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jobs.benchmark import TABLE1, module_config
-from jobs.cli import main
+from star_cli.cli import main
 from star_core.config import StarConfig
 from star_core.data import Detection
 from star_core.io import datasets
@@ -51,7 +51,7 @@ def small_lake(tmp_path_factory):
 def test_benchmark_end_to_end_json(small_lake, capsys):
     tmp, lake = small_lake
     out = tmp / "bench.json"
-    assert main(["benchmark", "--lake", lake, "--dataset", "th14-small", "--epochs", "30", "--json", str(out), *FAST]) == 0
+    assert main(["benchmark", "--lake", lake, "--dataset", "th14-small", "--epochs", "30", "--json-out", str(out), *FAST]) == 0
     printed = capsys.readouterr().out
     assert "STAR (all modules) + self-training" in printed and "STPN-style baseline" in printed and "peak RSS" in printed
     assert "STAR paper preset" in printed and "supervised upper bound" in printed and "of the supervised upper bound" in printed
@@ -79,7 +79,7 @@ def test_benchmark_end_to_end_json(small_lake, capsys):
 def test_benchmark_ablation_rows(small_lake):
     tmp, lake = small_lake
     out = tmp / "ablation.json"
-    assert main(["benchmark", "--lake", lake, "--dataset", "th14-small", "--epochs", "2", "--ablation", "--no-baseline", "--workers", "2", "--json", str(out), *FAST]) == 0
+    assert main(["benchmark", "--lake", lake, "--dataset", "th14-small", "--epochs", "2", "--ablation", "--no-baseline", "--processes", "2", "--json-out", str(out), *FAST]) == 0
     doc = json.loads(out.read_text())
     names = [r["name"] for r in doc["ablation"]]
     assert names[:8] == ["stem", "stem + Sparsity", "stem + Coverage", "stem + RAM", "stem + Sparsity + Coverage", "stem + Sparsity + RAM", "stem + Coverage + RAM", "stem + Sparsity + Coverage + RAM"]

@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import tracking
-from jobs.cli import main as star
-from jobs.detect import RESULT_SCHEMA, DetectBatch, DetectJobConfig, DetectRunResult, detect, processed_before
+from star_cli.cli import main as star
+from jobs.detect import RESULT_SCHEMA, DetectBatch, DetectInputs, DetectRunResult, detect, processed_before
 from star_core.config import StarConfig, replace
 from star_core.data import Instance, VideoFeatures, VideoLabels
 from star_core.detector import StarDetector
@@ -114,9 +114,9 @@ def test_processed_before_counts_empty_done_and_latest_failure(tmp_path):
 
 def test_config_rejects_bad_input():
     with pytest.raises(ValueError, match="either a dataset or a videos URI"):
-        DetectJobConfig(lake_uri="x", dataset="a", videos="s3://b/")
+        DetectInputs(dataset="a", videos="s3://b/")
     with pytest.raises(ValueError, match="YYYY-MM-DD"):
-        DetectJobConfig(lake_uri="x", date="20-11-2026")
+        DetectInputs(date="20-11-2026")
 
 
 # ----- slow: the whole job on S3 + Ray + the MLflow registry -------------------------------
@@ -168,10 +168,12 @@ def test_detect_on_s3_with_registry_incremental(s3_lake_uri, ray_address, mlflow
     _write_corrupt_length(lake, bad_len)
     no_features = VideoLabels("nofeat", "test", ("Diving",), (1,))
     datasets.save_dataset(lake, "toy", CLASSES, [p[1] for p in pairs] + [gt_nan, gt_len, no_features])
-    base = DetectJobConfig(lake_uri=s3_lake_uri, dataset="toy", model_uri=f"models:/{name}@champion", ray_address=ray_address, batch_size=4, timelines_logged=2)
+    cfg = replace(StarConfig(), **{"storage.lake_uri": s3_lake_uri, "detect.model_uri": f"models:/{name}@champion", "resources.ray_address": ray_address,
+                                   "detect.batch_size": 4, "detect.timelines_logged": 2})
+    base = DetectInputs(dataset="toy")
 
     # --- first run: 5 processed, 2 corrupt rows reported, 1 video without features skipped
-    r1 = detect(dataclasses.replace(base, date=DATE1))
+    r1 = detect(cfg, dataclasses.replace(base, date=DATE1))
     assert (r1.processed, r1.failed, r1.skipped) == (5, 2, 1)
     assert (r1.model_name, r1.model_version, r1.model_uri) == (name, version, f"models:/{name}/{version}")
     failures = dict(r1.failures)
@@ -220,7 +222,7 @@ def test_detect_on_s3_with_registry_incremental(s3_lake_uri, ray_address, mlflow
     assert png.read_bytes()[:4] == b"\x89PNG" and "ground truth from toy v1" in capsys.readouterr().out
 
     # --- a rerun adds nothing (corrupt rows are not retried while their features are unchanged)
-    r2 = detect(dataclasses.replace(base, date=DATE2))
+    r2 = detect(cfg, dataclasses.replace(base, date=DATE2))
     assert (r2.processed, r2.failed, r2.skipped, r2.detections_written) == (0, 0, 8, 0)
     assert _detection_files(lake) == files and not lake.exists(lake.detections_dir(name, version, DATE2))
 
@@ -228,7 +230,7 @@ def test_detect_on_s3_with_registry_incremental(s3_lake_uri, ray_address, mlflow
     late, gt_late = make_pair("late", 1, seed=77)
     feature_store.write_features(lake, "fs", [late])
     datasets.save_dataset(lake, "toy", CLASSES, [p[1] for p in pairs] + [gt_nan, gt_len, no_features, gt_late])
-    r3 = detect(dataclasses.replace(base, date=DATE2))
+    r3 = detect(cfg, dataclasses.replace(base, date=DATE2))
     assert (r3.processed, r3.failed) == (1, 0)
     manifest = manifests.read_manifest(lake, "detect", r3.run_id)
     done = [i for i, s in zip(manifest.column("input").to_pylist(), manifest.column("status").to_pylist()) if s == "done"]
@@ -271,9 +273,10 @@ def test_detect_videos_extracts_missing_features_first(tmp_path, ray_address, mo
     ref = tracking.log_detector(uri, run_id, detector, "vstar")
     tracking.end_run(uri, run_id)
     features = FeatureConfig(flow="farneback", resize_short_side=64, crop_size=64, batch_segments=8)
-    cfg = DetectJobConfig(lake_uri=lake_uri, videos=str(videos), model_uri=ref.uri, features=features, ray_address=ray_address, date=DATE1)
+    cfg = replace(StarConfig(features=features), **{"storage.lake_uri": lake_uri, "detect.model_uri": ref.uri, "resources.ray_address": ray_address})
+    inputs = DetectInputs(videos=str(videos), date=DATE1)
 
-    r = detect(cfg)
+    r = detect(cfg, inputs)
     assert (r.processed, r.failed, r.skipped) == (2, 1, 0)
     assert r.failures[0][0] == "broken" and r.failures[0][1].startswith("extraction failed:")
     lake = Lake(lake_uri)
@@ -283,5 +286,5 @@ def test_detect_videos_extracts_missing_features_first(tmp_path, ray_address, mo
     rows = _parquet_rows(lake, _detection_files(lake)) if _detection_files(lake) else schemas.DETECTIONS.empty_table()
     assert rows.num_rows == r.detections_written and set(rows.column("video_id").to_pylist()) <= {"clip_a", "clip_b"}
 
-    again = detect(cfg)
+    again = detect(cfg, inputs)
     assert (again.processed, again.skipped) == (0, 2) and again.detections_written == 0

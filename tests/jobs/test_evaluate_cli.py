@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.cli import main
+from star_cli.cli import main
 from star_core.metrics import load_activitynet_gt
 
 GT = {
@@ -48,7 +48,7 @@ def _star(capsys, *argv):
 
 def test_csv_and_parquet_give_the_hand_computed_map(tmp_path, gt_path, capsys):
     out_json = tmp_path / "out" / "map.json"
-    code, out, _ = _star(capsys, "evaluate", "--detections", _csv(tmp_path, ROWS), "--ground-truth", gt_path, "--json", str(out_json), "--subset", "test")
+    code, out, _ = _star(capsys, "evaluate", "--detections", _csv(tmp_path, ROWS), "--ground-truth", gt_path, "--json-out", str(out_json), "--subset", "test")
     assert code == 0
     res = json.loads(out_json.read_text())
     assert set(res) == {"map", "avg_0.1_0.5", "avg_0.1_0.7"}
@@ -63,10 +63,10 @@ def test_csv_and_parquet_give_the_hand_computed_map(tmp_path, gt_path, capsys):
     pdir.mkdir(parents=True)
     pq.write_table(table.append_column("model_version", pa.array(["1"] * len(ROWS))), pdir / "part-0.parquet")
     out2 = tmp_path / "map2.json"
-    code, _, _ = _star(capsys, "evaluate", "--detections", str(tmp_path / "dets_parquet"), "--ground-truth", gt_path, "--json", str(out2), "--subset", "test")
+    code, _, _ = _star(capsys, "evaluate", "--detections", str(tmp_path / "dets_parquet"), "--ground-truth", gt_path, "--json-out", str(out2), "--subset", "test")
     assert code == 0 and json.loads(out2.read_text()) == res
     pq.write_table(table, tmp_path / "one.parquet")
-    code, _, _ = _star(capsys, "evaluate", "--detections", str(tmp_path / "one.parquet"), "--ground-truth", gt_path, "--json", str(out2), "--subset", "test")
+    code, _, _ = _star(capsys, "evaluate", "--detections", str(tmp_path / "one.parquet"), "--ground-truth", gt_path, "--json-out", str(out2), "--subset", "test")
     assert code == 0 and json.loads(out2.read_text()) == res
 
 
@@ -75,7 +75,7 @@ def test_protocol_options(tmp_path, gt_path, capsys):
     amb.write_text("v1  60.0 70.0\n")
     rows = ROWS + [("v1", "B", 61.0, 69.0, 0.99), ("v2", "B", 0.0, 5.0, 0.98)]
     out = tmp_path / "m.json"
-    code, _, _ = _star(capsys, "evaluate", "--detections", _csv(tmp_path, rows), "--ground-truth", gt_path, "--json", str(out), "--subset", "test", "--ambiguous", str(amb), "--exclude-videos", "v2")
+    code, _, _ = _star(capsys, "evaluate", "--detections", _csv(tmp_path, rows), "--ground-truth", gt_path, "--json-out", str(out), "--subset", "test", "--ambiguous", str(amb), "--exclude-videos", "v2")
     assert code == 0
     res = json.loads(out.read_text())
     # v2 excluded (its A GT and B FP gone); the B FP in the Ambiguous segment is ignored:
@@ -102,7 +102,7 @@ def test_real_thumos_ground_truth_perfect_detections(tmp_path, data_dir, capsys)
     out = tmp_path / "m.json"
     amb = data_dir / "thumos14" / "wtalc_Thumos14reduced-Annotations" / "Ambiguous_test.txt"
     code, _, _ = _star(
-        capsys, "evaluate", "--detections", _csv(tmp_path, rows), "--ground-truth", str(gt), "--json", str(out), "--subset", "test",
+        capsys, "evaluate", "--detections", _csv(tmp_path, rows), "--ground-truth", str(gt), "--json-out", str(out), "--subset", "test",
         "--exclude-videos", "video_test_0000270,video_test_0001496", "--ambiguous", str(amb),
     )
     assert code == 0
@@ -112,7 +112,7 @@ def test_real_thumos_ground_truth_perfect_detections(tmp_path, data_dir, capsys)
 
 def test_tiou_prints_only_what_was_asked(tmp_path, gt_path, capsys):
     out_json = tmp_path / "m.json"
-    code, out, _ = _star(capsys, "evaluate", "--detections", _csv(tmp_path, ROWS), "--ground-truth", gt_path, "--subset", "test", "--tiou", "0.5", "--json", str(out_json))
+    code, out, _ = _star(capsys, "evaluate", "--detections", _csv(tmp_path, ROWS), "--ground-truth", gt_path, "--subset", "test", "--tiou", "0.5", "--json-out", str(out_json))
     assert code == 0
     head, row = [line for line in out.splitlines() if line.startswith(("tIoU", "mAP"))]
     assert head.split() == ["tIoU", "0.5"] and "avg" not in out

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from jobs.cli import main
+from star_cli.cli import main
 from star_core.io import feature_store, manifests
 from star_core.io.lake import Lake
 from tests.star_core.video.videos import moving_texture_frames, write_audio, write_index_video, write_video

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from jobs.extract import ExtractJobConfig, ExtractRunResult, extract, feature_set_of
+from jobs.extract import ExtractRunResult, extract, feature_set_of
 from star_core.data import Instance
 from star_core.io import feature_store, manifests, schemas
 from star_core.io.lake import Lake
@@ -60,9 +60,12 @@ def reference(archive):
     return {vid: extract_video(str(archive["local"] / f"{vid}.mp4"), vid, FEATURES, extractor) for vid in DURATIONS_S}
 
 
-def _config(archive, lake_uri: str, ray_address: str, **kw) -> ExtractJobConfig:
-    kw = {"inputs": archive["videos"], "shard_videos": 2, "max_retries": 2, "progress_every_s": 2.0, **kw}
-    return ExtractJobConfig(lake_uri=lake_uri, features=FEATURES, ray_address=ray_address, **kw)
+def _run(archive, lake_uri: str, ray_address: str, inputs=None, run_id: str | None = None) -> ExtractRunResult:
+    from star_core.config import StarConfig, replace
+
+    cfg = replace(StarConfig(features=FEATURES), **{"storage.lake_uri": lake_uri, "resources.ray_address": ray_address, "extract.shard_videos": 2,
+                                                    "extract.max_retries": 2, "extract.progress_every_s": 2.0})
+    return extract(cfg, archive["videos"] if inputs is None else inputs, run_id=run_id)
 
 
 def _assert_matches_reference(lake: Lake, reference: dict, video_ids) -> None:
@@ -87,7 +90,7 @@ def _rows_per_video(lake: Lake) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def first_run(archive, ray_address) -> tuple[Lake, ExtractRunResult]:
     lake_uri = f"{archive['prefix']}/lake"
-    return Lake(lake_uri), extract(_config(archive, lake_uri, ray_address, run_id="first"))
+    return Lake(lake_uri), _run(archive, lake_uri, ray_address, run_id="first")
 
 
 def test_extracts_to_s3_with_the_single_process_numbers(first_run, reference):
@@ -122,7 +125,7 @@ def test_a_rerun_with_nothing_missing_does_nothing(first_run, archive, ray_addre
     listing = tmp_path / "good.txt"  # a list file of the four good videos
     listing.write_text("".join(f"{archive['videos']}/{vid}.mp4\n" for vid in DURATIONS_S))
     t0 = time.monotonic()
-    again = extract(_config(archive, lake.uri, ray_address, inputs=f"@{listing}", run_id="again"))
+    again = _run(archive, lake.uri, ray_address, inputs=f"@{listing}", run_id="again")
     assert (again.done, again.failed, again.skipped, again.outputs) == (4 - 4, 0, 4, [])
     assert time.monotonic() - t0 < 15  # no Ray work at all: listing and the feature index only
     after = {p: lake.fs.info(p)["LastModified"] for p in lake.list_files(lake.features_dir(feature_set_of(FEATURES)))}
@@ -137,7 +140,7 @@ def test_crashed_workers_are_retried_without_duplicate_rows(archive, reference, 
     monkeypatch.setenv("STAR_EXTRACT_FAULT", f"prepare:clip_a:{markers['prepare']},embed:clip_b:{markers['embed']}")
     listing = tmp_path / "two.txt"
     listing.write_text(f"{archive['videos']}/clip_a.mp4\n{archive['videos']}/clip_b.mp4\n")
-    result = extract(_config(archive, s3_lake_uri, ray_address, inputs=f"@{listing}", run_id="crashy"))
+    result = _run(archive, s3_lake_uri, ray_address, inputs=f"@{listing}", run_id="crashy")
     assert markers["prepare"].exists() and markers["embed"].exists()  # the faults did fire
     assert (result.done, result.failed) == (2, 0), result.failures
     lake = Lake(s3_lake_uri)
@@ -148,7 +151,8 @@ def test_crashed_workers_are_retried_without_duplicate_rows(archive, reference, 
 def test_a_killed_run_started_again_does_only_what_is_missing(archive, reference, ray_address, s3_lake_uri):
     lake = Lake(s3_lake_uri)
     features_dir = lake.features_dir(feature_set_of(FEATURES))
-    cmd = [sys.executable, "-m", "jobs.extract", archive["videos"], "--lake", s3_lake_uri, "--run-id", "killed", "--shard-videos", "1", "--prepare-in-flight", "1"]
+    cmd = [sys.executable, "-m", "star_cli", "extract", "--ray", archive["videos"], "--lake", s3_lake_uri, "--run-id", "killed", "--shard-videos", "1",
+           "--prepare-in-flight", "1"]
     for item in OVERRIDES:
         cmd += ["--set", item]
     proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -165,7 +169,7 @@ def test_a_killed_run_started_again_does_only_what_is_missing(archive, reference
         proc.wait(timeout=30)
     first = set(feature_store.feature_index(lake, feature_set_of(FEATURES)).column("video_id").to_pylist())
     assert 1 <= len(first) < 4
-    resumed = extract(_config(archive, s3_lake_uri, ray_address, run_id="resumed"))
+    resumed = _run(archive, s3_lake_uri, ray_address, run_id="resumed")
     assert resumed.skipped == len(first) and resumed.done == 4 - len(first) and resumed.failed == 1
     manifest = manifests.read_manifest(lake, "extract", "resumed")
     done = manifest.filter(pc.equal(manifest.column("status"), "done")).column("input").to_pylist()
@@ -178,7 +182,7 @@ def test_a_missing_input_is_a_failed_input_and_the_batch_goes_on(archive, refere
     """A missing file among good inputs: its manifest row says why, the good video is extracted."""
     missing, good = str(tmp_path / "none.mp4"), str(archive["local"] / "clip_c.mp4")
     lake = Lake(str(tmp_path / "lake"))
-    result = extract(_config(archive, lake.uri, ray_address, inputs=[missing, good], run_id="missing"))
+    result = _run(archive, lake.uri, ray_address, inputs=[missing, good], run_id="missing")
     assert (result.done, result.failed, result.skipped) == (1, 1, 0)
     rows = {r["input"]: r for r in manifests.read_manifest(lake, "extract", "missing").to_pylist()}
     assert rows[missing]["status"] == "failed"
@@ -189,17 +193,15 @@ def test_a_missing_input_is_a_failed_input_and_the_batch_goes_on(archive, refere
 
 
 def test_bad_configs_are_clear_errors_and_missing_inputs_are_recorded(tmp_path):
-    with pytest.raises(ValueError, match="invalid shard_videos=0"):
-        ExtractJobConfig(inputs="x", shard_videos=0)
     lake = str(tmp_path / "lake")
-    cmd = [sys.executable, "-m", "jobs.extract", "x", "--lake", lake, "--shard-videos", "0"]
+    cmd = [sys.executable, "-m", "star_cli", "extract", "--ray", "x", "--lake", lake, "--shard-videos", "0"]
     bad = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.startswith("jobs.extract: error: ") and "invalid shard_videos=0" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.startswith("star extract: error: ") and "invalid shard_videos=0" in bad.stderr
     # only missing inputs: the run records them (no Ray needed); --fail-on-error turns that into exit 1
-    cmd = [sys.executable, "-m", "jobs.extract", str(tmp_path / "none"), "--lake", lake, "--run-id", "gone", "--fail-on-error"]
+    cmd = [sys.executable, "-m", "star_cli", "extract", "--ray", str(tmp_path / "none"), "--lake", lake, "--run-id", "gone", "--fail-on-error", "--json"]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1, out.stderr[-2000:]
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    summary = json.loads(out.stdout[out.stdout.index("{"):])  # --json: the summary, indented
     assert (summary["done"], summary["failed"]) == (0, 1)
     assert summary["failures"][0]["input"] == str(tmp_path / "none") and "does not exist" in summary["failures"][0]["reason"]
     rows = manifests.read_manifest(Lake(lake), "extract", "gone").to_pylist()

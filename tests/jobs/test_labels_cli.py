@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from jobs.cli import main
+from star_cli.cli import main
 from star_core.data import VideoFeatures
 from star_core.io import datasets, feature_store
 from star_core.io.lake import Lake
@@ -117,11 +117,11 @@ def test_s3_file_and_s3_lake_in_a_subprocess(s3, s3_lake_uri):
     fs = s3fs.S3FileSystem(endpoint_url=s3, key="testing", secret="testing")
     src = f"{s3_lake_uri}-inbox/labels.csv"
     fs.pipe(src, CSV.encode())
-    cmd = [sys.executable, "-m", "jobs.cli", "labels", "import", src, "--lake", s3_lake_uri, "--dataset", "s3ds", "--json"]
+    cmd = [sys.executable, "-m", "star_cli", "labels", "import", src, "--lake", s3_lake_uri, "--dataset", "s3ds", "--json"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["source"] == src
-    listed = subprocess.run([sys.executable, "-m", "jobs.cli", "datasets", "--lake", s3_lake_uri, "--json"], capture_output=True, text=True, timeout=120)
+    listed = subprocess.run([sys.executable, "-m", "star_cli", "datasets", "--lake", s3_lake_uri, "--json"], capture_output=True, text=True, timeout=120)
     (info,) = json.loads(listed.stdout)
     assert info["source"] == src and info["n_videos"] == 3
     assert datasets.load_dataset(Lake(s3_lake_uri), "s3ds").videos[0].source_uri == f"{s3_lake_uri}-inbox/clips/a.mp4"

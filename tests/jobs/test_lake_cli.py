@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from jobs.cli import main as star
+from star_cli.cli import main as star
 from star_core.data import VideoFeatures, VideoLabels
 from star_core.io import datasets, feature_store
 from star_core.io.lake import Lake

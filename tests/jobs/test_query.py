@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import query as q
-from jobs.cli import main as star
+from star_cli.cli import main as star
 from jobs.timeline import timeline_inputs
 from star_core.data import Detection, Instance, VideoFeatures, VideoLabels
 from star_core.io import detections as detio

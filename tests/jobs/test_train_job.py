@@ -161,22 +161,23 @@ def test_newest_complete_checkpoint_skips_partial_ones(tmp_path):
 def test_cli_builds_typed_config(tmp_path):
     import argparse
 
-    from jobs.commands import train as command
+    from star_cli.commands import train as command
+    from star_cli.options import load
 
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("train:\n  lr: 0.003\nmodel:\n  hidden_dim: 64\n")
     args = parser.parse_args(["--lake", "/x", "--dataset", "d", "--workers", "2", "--epochs", "7", "--config", str(cfg_file), "--run-name", "r1", "--no-alias", "model.attn_dim=8"])
-    job = command.build_config(args)
-    assert (job.lake_uri, job.dataset, job.workers, job.run_name, job.alias) == ("/x", "d", 2, "r1", None)
-    assert (job.star.train.epochs, job.star.train.lr, job.star.model.hidden_dim, job.star.model.attn_dim) == (7, 0.003, 64, 8)
+    cfg = load(args)
+    assert (cfg.storage.lake_uri, args.dataset, cfg.resources.workers, cfg.train_run.run_name, cfg.train_run.alias) == ("/x", "d", 2, "r1", None)
+    assert (cfg.train.epochs, cfg.train.lr, cfg.model.hidden_dim, cfg.model.attn_dim) == (7, 0.003, 64, 8)
     with pytest.raises(ValueError, match="unknown config key"):
-        command.build_config(parser.parse_args(["--dataset", "d", "train.lrr=1"]))
+        load(parser.parse_args(["--dataset", "d", "train.lrr=1"]))
 
 
 def test_cli_bad_input_is_one_clear_line(tmp_path, monkeypatch, capsys):
-    from jobs.cli import main
+    from star_cli.cli import main
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert main(["train", "--lake", "s3://bucket/lake", "--dataset", "d"]) == 2
@@ -261,23 +262,27 @@ def test_train_tracks_registers_resumes_and_keeps_champion(tiny_s3_dataset, s3_l
     from ray.train.v2.api.exceptions import TrainingFailedError
 
     from jobs import tracking
-    from jobs.train import TrainJobConfig, train
+    from jobs.train import FAIL_AFTER_EPOCH_ENV, train
     from star_core.io.feature_store import read_features
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     lake, classes, feats, labels = tiny_s3_dataset
     name = f"star-{Path(s3_lake_uri).name}"  # own registered model per test run (the server is shared)
-    common = dict(lake_uri=s3_lake_uri, dataset="tiny", workers=2, model_name=name, experiment="train-job-test", eval_every_epochs=3, max_failures=0)
+    common = {"storage.lake_uri": s3_lake_uri, "resources.workers": 2, "train_run.model_name": name, "train_run.experiment": "train-job-test",
+              "train.eval_every_epochs": 3, "train_run.max_failures": 0}
+
+    def job(cfg, run_name):
+        return replace(cfg, **common, **{"train_run.run_name": run_name})
 
     # 1) a good run: params, per-epoch metrics, plots, model registered and given the alias.
-    first = train(TrainJobConfig(star=tiny_config(), run_name="good", **common))
+    first = train(job(tiny_config(), "good"), "tiny")
     assert first.epochs_completed == 6 and first.resumed_from_epoch == 0 and first.model_version == "1" and first.alias_set
     client = tracking.client(mlflow_server)
     run = client.get_run(first.run_id)
     assert run.info.status == "FINISHED"
     params = run.data.params
     assert params["train.lr"] == "0.01" and params["model.hidden_dim"] == "32" and params["loss.delta_ram"] == "1e-06"
-    assert params["job.dataset"] == "tiny" and params["job.workers"] == "2" and params["job.feature_set"] == "tinyfs"
+    assert params["job.dataset"] == "tiny" and params["resources.workers"] == "2" and params["job.feature_set"] == "tinyfs"
     metrics = run.data.metrics
     for stream in ("rgb", "flow"):
         for term in ("total", "classification", "sparsity", "coverage", "ram"):
@@ -309,15 +314,16 @@ def test_train_tracks_registers_resumes_and_keeps_champion(tiny_s3_dataset, s3_l
 
     # 2) a run killed after epoch 2 of 4 (fault injection, no in-run retries) ...
     weak = tiny_config(**{"train.lr": 1e-6, "train.epochs": 4, "train.checkpoint_every_epochs": 1})
-    with pytest.raises(TrainingFailedError):
-        train(TrainJobConfig(star=weak, run_name="weak", fail_after_epoch=2, **common))
+    with pytest.raises(TrainingFailedError), monkeypatch.context() as fault:
+        fault.setenv(FAIL_AFTER_EPOCH_ENV, "2")  # test-only hook, read by the driver
+        train(job(weak, "weak"), "tiny")
     killed_run_id = json.loads(lake.fs.cat_file(f"{lake.checkpoints_dir('weak')}/star_run.json"))["mlflow_run_id"]
     assert client.get_run(killed_run_id).info.status == "FAILED"
     # ... refuses to resume with a different config ...
     with pytest.raises(ValueError, match=r"different config .*train\.epochs: 4 -> 5"):
-        train(TrainJobConfig(star=replace(weak, **{"train.epochs": 5}), run_name="weak", **common))
+        train(job(replace(weak, **{"train.epochs": 5}), "weak"), "tiny")
     # ... resumes from its last checkpoint with the same name and finishes the same 4 epochs.
-    second = train(TrainJobConfig(star=weak, run_name="weak", **common))
+    second = train(job(weak, "weak"), "tiny")
     assert second.run_id == killed_run_id and second.epochs_completed == 4
     assert second.resumed_from_epoch == 2  # the newest complete checkpoint, even if Ray never registered it
     steps = sorted({m.step for m in client.get_metric_history(second.run_id, "flow/total")})
@@ -332,4 +338,4 @@ def test_train_tracks_registers_resumes_and_keeps_champion(tiny_s3_dataset, s3_l
 
     # A finished run name is never resumed (or retrained) silently.
     with pytest.raises(ValueError, match="already finished"):
-        train(TrainJobConfig(star=weak, run_name="weak", **common))
+        train(job(weak, "weak"), "tiny")

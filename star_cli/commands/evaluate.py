@@ -19,7 +19,7 @@ import logging
 import math
 from pathlib import Path
 
-from jobs.cli import CommandError
+from star_cli.cli import CommandError
 
 log = logging.getLogger("star.evaluate")
 COLUMNS = ("video_id", "label", "t_start_s", "t_end_s", "score")
@@ -28,7 +28,7 @@ COLUMNS = ("video_id", "label", "t_start_s", "t_end_s", "score")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detections", required=True, help="CSV or Parquet file (or a directory of Parquet files), local path or URI")
     parser.add_argument("--ground-truth", required=True, help="ActivityNet-style ground truth JSON")
-    parser.add_argument("--json", dest="json_out", help="write the result JSON here")
+    parser.add_argument("--json-out", metavar="FILE", help="write the result JSON to FILE")
     parser.add_argument("--subset", help="evaluate only ground-truth videos of this subset (train/val/test; 'validation'/'testing' accepted)")
     parser.add_argument("--exclude-videos", default="", help="comma-separated video ids (or a text file, one per line) left out of the evaluation")
     parser.add_argument("--ambiguous", help="THUMOS'14 Ambiguous file (video start end): false positives overlapping these segments are ignored")

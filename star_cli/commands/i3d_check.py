@@ -19,7 +19,8 @@ import logging
 import os
 from pathlib import Path
 
-from jobs.cli import CommandError
+from star_cli.cli import CommandError
+from star_cli.options import load, setting
 
 log = logging.getLogger("star.i3d_check")
 
@@ -35,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", help="class names, one per line in logit order (default: the sample's Kinetics-400 label_map.txt)")
     parser.add_argument("--expect", default=EXPECTED, help="the top-1 label required for exit status 0 (default %(default)r)")
     parser.add_argument("--per-clip", action="store_true", help="also classify each non-overlapping 16-frame clip")
-    parser.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
-    parser.add_argument("--json", dest="json_out", metavar="OUT", help="write the result as JSON to OUT ('-' for stdout)")
+    setting(parser, "--device", key="extract.device")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON to stdout")
+    parser.add_argument("--json-out", metavar="FILE", help="write the result as JSON to FILE")
 
 
 def _sample_file(name: str) -> Path:
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     model, digest = load_i3d(args.weights, "rgb")
     if model.num_classes != len(labels):
         raise CommandError(f"--weights {args.weights!r} has {model.num_classes} classes but {labels_path} lists {len(labels)} labels")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(load(args).extract.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
     frames = load_clip(clip)
     logits = classify(model, frames, device)
@@ -96,7 +98,18 @@ def run(args: argparse.Namespace) -> int:
         result["clips"] = clips
         result["ok"] = result["ok"] and all(c["label"] == args.expect for c in clips)
 
-    print(f"I3D check of {args.weights} (digest {digest}) on {clip.name}: {frames.shape[0]} frames, logits norm {result['logits_norm']:.3f}")
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        _print_report(args, result, digest, clip, frames.shape[0])
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=1) + "\n")
+    return 0 if result["ok"] else 1
+
+
+def _print_report(args: argparse.Namespace, result: dict, digest: str, clip, n_frames: int) -> None:
+    top5 = result["top5"]
+    print(f"I3D check of {args.weights} (digest {digest}) on {clip.name}: {n_frames} frames, logits norm {result['logits_norm']:.3f}")
     print(f"  {'prob':>10}  {'logit':>10}  label")
     for row in top5:
         print(f"  {row['prob']:>10.7f}  {row['logit']:>10.4f}  {row['label']}")
@@ -105,10 +118,3 @@ def run(args: argparse.Namespace) -> int:
     if not args.clip:
         print(f"  (DeepMind's published top-1 for the original, non-GIF input: {EXPECTED!r}, logit {DEEPMIND_TOP1_LOGIT})")
     print(f"OK: top-1 is {args.expect!r}" if result["ok"] else f"FAILED: expected top-1 {args.expect!r}")
-    if args.json_out:
-        text = json.dumps(result, indent=1)
-        if args.json_out == "-":
-            print(text)
-        else:
-            Path(args.json_out).write_text(text + "\n")
-    return 0 if result["ok"] else 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from star_core.config import StorageConfig
+from star_cli.options import add_config_options, load, setting
 
 
 def _score(text: str) -> float:
@@ -26,7 +26,8 @@ def _score(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("video_id", metavar="VIDEO_ID", help="the video to draw")
-    parser.add_argument("--lake", default=StorageConfig().lake_uri, help="lake root (local path or s3://bucket/prefix); default %(default)s")
+    setting(parser, "--lake", key="storage.lake_uri")
+    add_config_options(parser)
     parser.add_argument("--model-version", help="model partition NAME-vN (e.g. star-v3) or a version number (default: newest detections)")
     parser.add_argument("--dataset", help="ground truth from this dataset (default: any dataset holding the video)")
     parser.add_argument("--min-score", type=_score, default=0.0, help="hide detections below this score (a finite number)")
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from jobs.timeline import timeline_inputs
     from star_core.io.lake import Lake
 
-    lake = Lake(args.lake)
+    lake = Lake(load(args).storage.lake_uri)
     inputs = timeline_inputs(lake, args.video_id, model_version=args.model_version, dataset=args.dataset)
     out = args.out or f"{args.video_id}-timeline.png"
     path = plot_timeline(args.video_id, inputs.detections, inputs.ground_truth, inputs.classes, inputs.duration_s, out, min_score=args.min_score)

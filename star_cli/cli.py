@@ -1,8 +1,10 @@
 """The one `star` command line: ``star <command> [options]``.
 
-Each subcommand lives in ``jobs/commands/<module>.py`` with ``add_arguments(parser)`` and
+Each subcommand lives in ``star_cli/commands/<module>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int`` and is imported only when chosen, so ``star --help`` is instant and a
-command never pays for another's imports (torch, ray, mlflow, prefect).
+command never pays for another's imports (torch, ray, mlflow, prefect). A flag that is a setting
+is bound to one dotted key of ``StarConfig`` (``star_cli.options.setting``); the work itself is
+in ``jobs`` (Ray, MLflow), ``flows`` (Prefect) or ``star_core``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import importlib
 import logging
 import sys
 
-# command -> (module in jobs.commands, one-line help)
+# command -> (module in star_cli.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "run the whole system on embedded defaults (videos -> features -> train -> detect -> query)"),
     "synth": ("synth", "generate the THUMOS'14-shaped stand-in features (W-TALC layout)"),
@@ -44,6 +46,15 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def build_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of ``star <name>`` (what ``star <name> --help`` prints)."""
+    module_name, help_ = COMMANDS[name]
+    parser = argparse.ArgumentParser(prog=f"star {name}", description=help_)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    importlib.import_module(f"star_cli.commands.{module_name}").add_arguments(parser)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -58,12 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"star: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module_name, help_ = COMMANDS[name]
-    module = importlib.import_module(f"jobs.commands.{module_name}")
-    parser = argparse.ArgumentParser(prog=f"star {name}", description=help_)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    module.add_arguments(parser)
-    args = parser.parse_args(rest)
+    module = importlib.import_module(f"star_cli.commands.{COMMANDS[name][0]}")
+    args = build_parser(name).parse_args(rest)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(module.run(args) or 0)

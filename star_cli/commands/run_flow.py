@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_params(items: list[str]) -> dict[str, Any]:
     """``["epochs=5", "resources.workers=2"]`` -> ``{"epochs": 5, "resources": {"workers": 2}}``."""
-    from jobs.cli import CommandError
+    from star_cli.cli import CommandError
 
     params: dict[str, Any] = {}
     for item in items:
@@ -53,7 +53,7 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.cli import CommandError
+    from star_cli.cli import CommandError
 
     params = parse_params(args.param)
     # A temporary server needs ~16 s on 2 cores; Prefect's default startup timeout is 20 s.

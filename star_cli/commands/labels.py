@@ -14,8 +14,8 @@ import json
 import logging
 from pathlib import Path
 
-from jobs.cli import CommandError
-from star_core.config import StorageConfig
+from star_cli.cli import CommandError
+from star_cli.options import add_config_options, load, setting
 from star_core.data import SPLIT_ALIASES, SPLIT_NAMES
 from star_core.labels import ALIASES, ImportOptions
 
@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         epilog=f"fields: {', '.join(ALIASES)} (video and labels required). Example: star labels import labels.csv --lake s3://bucket/lake --dataset mine",
     )
     imp.add_argument("file", help="label file: local path or URI (s3://..., memory://...)")
-    imp.add_argument("--lake", default=StorageConfig().lake_uri, help="lake root (local path or s3://bucket/prefix); default %(default)s")
+    setting(imp, "--lake", key="storage.lake_uri")
+    add_config_options(imp)
     imp.add_argument("--dataset", required=True, help="dataset name (letters, digits, '.', '_', '-')")
     imp.add_argument("--format", choices=["csv", "tsv", "jsonl", "parquet", "json"], help="file format (default: from the file name)")
     imp.add_argument("--test-fraction", type=float, default=0.2, help="share of rows without a split that go to test (seeded, stable per video); default %(default)s")
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.test_fraction < 1.0:
         raise CommandError(f"--test-fraction must be in [0, 1), got {args.test_fraction}")
     result = import_labels(
-        args.file, Lake(args.lake), args.dataset, opts, column_map=column_map, ignore_columns=args.ignore_column, fmt=args.format, feature_sets=args.feature_set
+        args.file, Lake(load(args).storage.lake_uri), args.dataset, opts, column_map=column_map, ignore_columns=args.ignore_column, fmt=args.format, feature_sets=args.feature_set
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
