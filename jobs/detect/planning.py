@@ -120,26 +120,26 @@ def choose_feature_set(lake: Lake, requested: str | None) -> str:
     return found[0]
 
 
-def select_videos(lake: Lake, cfg: DetectInputs) -> tuple[list[str] | None, dict[str, Any]]:
+def select_videos(lake: Lake, inputs: DetectInputs) -> tuple[list[str] | None, dict[str, Any]]:
     """Video ids of the input selection (None: the whole feature set), and the ground truth by video."""
-    if cfg.dataset:
-        ds = datasets.load_dataset(lake, cfg.dataset, cfg.dataset_version)
-        videos = [v for v in ds.videos if cfg.split is None or v.split == cfg.split]
+    if inputs.dataset:
+        ds = datasets.load_dataset(lake, inputs.dataset, inputs.dataset_version)
+        videos = [v for v in ds.videos if inputs.split is None or v.split == inputs.split]
         if not videos:
-            raise ValueError(f"dataset {cfg.dataset!r} v{ds.version} has no videos{f' in split {cfg.split!r}' if cfg.split else ''}")
+            raise ValueError(f"dataset {inputs.dataset!r} v{ds.version} has no videos{f' in split {inputs.split!r}' if inputs.split else ''}")
         return [v.video_id for v in videos], {v.video_id: v for v in videos}
-    if cfg.videos:
+    if inputs.videos:
         from star_core.io.inputs import list_inputs, video_id_from_uri
 
-        return [video_id_from_uri(u) for u in list_inputs(cfg.videos)], {}
+        return [video_id_from_uri(u) for u in list_inputs(inputs.videos)], {}
     return None, {}
 
 
-def selection_text(cfg: DetectInputs) -> str:
+def selection_text(inputs: DetectInputs) -> str:
     """The input selection in one line (an MLflow param)."""
-    if cfg.dataset:
-        version = f" version={cfg.dataset_version}" if cfg.dataset_version else ""
-        return f"dataset={cfg.dataset}" + version + (f" split={cfg.split}" if cfg.split else "")
-    if cfg.videos:
-        return f"videos={cfg.videos}"
+    if inputs.dataset:
+        version = f" version={inputs.dataset_version}" if inputs.dataset_version else ""
+        return f"dataset={inputs.dataset}" + version + (f" split={inputs.split}" if inputs.split else "")
+    if inputs.videos:
+        return f"videos={inputs.videos}"
     return "all features"
