@@ -65,10 +65,14 @@ def ensure_lake(root: Path, n_videos: int) -> str:
         for i in range(start, min(start + SHARD_VIDEOS, n_videos)):
             n = int(rng.integers(MEAN_SEGMENTS - 80, MEAN_SEGMENTS + 81))
             feats = [rng.random((n, FEAT_DIM), dtype=np.float32) for _ in range(2)]  # (N, D) in [0, 1), incompressible like real floats
-            videos.append(VideoFeatures(f"vid{i:07d}", feats[0], feats[1], duration_s=n * 16 / 25.0, source_uri=f"s3://archive/vid{i:07d}.mp4"))
+            videos.append(
+                VideoFeatures(f"vid{i:07d}", feats[0], feats[1], duration_s=n * 16 / 25.0, source_uri=f"s3://archive/vid{i:07d}.mp4")
+            )
         feature_store.write_features(lake, FEATURE_SET, videos)
         if shard_idx % 10 == 0:
-            log.info("lake-%d: %d/%d videos written (%.0f s)", n_videos, min(start + SHARD_VIDEOS, n_videos), n_videos, time.monotonic() - t0)
+            log.info(
+                "lake-%d: %d/%d videos written (%.0f s)", n_videos, min(start + SHARD_VIDEOS, n_videos), n_videos, time.monotonic() - t0
+            )
     marker.write_text("ok\n")
     return uri
 
@@ -91,7 +95,9 @@ def register_random_model(root: Path) -> str:
     torch.manual_seed(0)
     # min_class_prob 0: a random model's class probabilities are ~1/C; localize every decoded
     # class so that the write path carries a realistic number of detections.
-    detector = StarDetector(classes=[f"class{i:02d}" for i in range(N_CLASSES)], feat_dim=FEAT_DIM, localize_cfg=LocalizeConfig(min_class_prob=0.0))
+    detector = StarDetector(
+        classes=[f"class{i:02d}" for i in range(N_CLASSES)], feat_dim=FEAT_DIM, localize_cfg=LocalizeConfig(min_class_prob=0.0)
+    )
     with torch.no_grad():  # a random LSTM often emits EOS first: make it decode max_steps classes like a trained one
         for net in (detector.rgb, detector.flow):
             net.out.bias[N_CLASSES] = -20.0
@@ -208,9 +214,13 @@ def io_only_pass(lake_uri: str, actors: int, cpus_per_actor: float, batch_size: 
     for p, vid in zip(index.column("path").to_pylist(), index.column("video_id").to_pylist()):
         keep.setdefault(p, set()).add(vid)
     t0 = time.monotonic()
-    ds = ray.data.read_parquet(sorted(keep), filesystem=fsmod.to_arrow_fs(lake.fs), include_paths=True).select_columns([*READ_COLUMNS, "path"])
+    ds = ray.data.read_parquet(sorted(keep), filesystem=fsmod.to_arrow_fs(lake.fs), include_paths=True).select_columns(
+        [*READ_COLUMNS, "path"]
+    )
     ds = ds.map_batches(_keep_rows, fn_kwargs={"keep": keep}, batch_format="pyarrow", batch_size=None)
-    ds = ds.map_batches(DecodeOnly, batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor)
+    ds = ds.map_batches(
+        DecodeOnly, batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor
+    )
     videos = segments = 0
     first_s, first_videos = None, 0
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
@@ -221,8 +231,12 @@ def io_only_pass(lake_uri: str, actors: int, cpus_per_actor: float, batch_size: 
     wall_s = time.monotonic() - t0
     steady = (videos - first_videos) / (wall_s - first_s) if first_s is not None and wall_s > first_s else float("nan")
     return {
-        "videos": videos, "segments": segments, "wall_s": round(wall_s, 2), "videos_per_s": round(videos / wall_s, 2),
-        "startup_s": round(first_s or 0.0, 1), "steady_videos_per_s": round(steady, 2),
+        "videos": videos,
+        "segments": segments,
+        "wall_s": round(wall_s, 2),
+        "videos_per_s": round(videos / wall_s, 2),
+        "startup_s": round(first_s or 0.0, 1),
+        "steady_videos_per_s": round(steady, 2),
     }
 
 
@@ -260,11 +274,18 @@ def run_size(root: Path, n_videos: int, tracking_uri: str, args) -> dict:
     lake = Lake(lake_uri)
     for sub in ("detections", "manifests"):  # a fresh archive for the job: nothing done yet
         lake.delete(lake.path(sub))
-    cfg = replace(StarConfig(), **{
-        "storage.lake_uri": lake_uri, "detect.model_uri": f"models:/{MODEL_NAME}@champion", "storage.mlflow_tracking_uri": tracking_uri,
-        "detect.experiment": "bench-detect", "resources.actors": args.actors, "resources.cpus_per_actor": args.cpus_per_actor,
-        "detect.batch_size": args.batch_size,
-    })
+    cfg = replace(
+        StarConfig(),
+        **{
+            "storage.lake_uri": lake_uri,
+            "detect.model_uri": f"models:/{MODEL_NAME}@champion",
+            "storage.mlflow_tracking_uri": tracking_uri,
+            "detect.experiment": "bench-detect",
+            "resources.actors": args.actors,
+            "resources.cpus_per_actor": args.cpus_per_actor,
+            "detect.batch_size": args.batch_size,
+        },
+    )
     with MemorySampler() as mem:
         result = detect(cfg, DetectInputs(date="2026-11-28"))
     with MemorySampler() as io_mem:
@@ -275,7 +296,11 @@ def run_size(root: Path, n_videos: int, tracking_uri: str, args) -> dict:
     io_s = 1.0 / io["steady_videos_per_s"] if io["steady_videos_per_s"] > 0 else float("nan")
     model_s = result.model_s / max(result.processed, 1) / args.actors
     io_share = round(io_s / (io_s + model_s), 3)
-    steady = (result.processed + result.failed - result.first_batch_videos) / (result.elapsed_s - result.startup_s) if result.elapsed_s > result.startup_s else float("nan")
+    steady = (
+        (result.processed + result.failed - result.first_batch_videos) / (result.elapsed_s - result.startup_s)
+        if result.elapsed_s > result.startup_s
+        else float("nan")
+    )
     out = {
         "videos": n_videos,
         "processed": result.processed,
@@ -291,7 +316,8 @@ def run_size(root: Path, n_videos: int, tracking_uri: str, args) -> dict:
         "peak_driver_rss_mb": round(mem.peak_driver_rss_mb),
         "model_s_in_actors": round(result.model_s, 1),
         "model_share_of_actor_time": round(result.model_s / busy_s, 3) if busy_s else None,
-        "io_only_pass": io | {"peak_tree_pss_mb": round(io_mem.peak_tree_pss_mb), "peak_tree_private_mb": round(io_mem.peak_tree_private_mb)},
+        "io_only_pass": io
+        | {"peak_tree_pss_mb": round(io_mem.peak_tree_pss_mb), "peak_tree_private_mb": round(io_mem.peak_tree_private_mb)},
         "startup_s": round(result.startup_s, 1),
         "steady_videos_per_s": round(steady, 2),
         "io_share_estimate": io_share,
@@ -329,8 +355,21 @@ def main(argv: list[str] | None = None) -> int:
     object_store_mb = round(ray.cluster_resources().get("object_store_memory", 0) / 2**20)
     first_lake = ensure_lake(root, min(args.sizes))
     results = {
-        "machine": {"cpus": os.cpu_count(), "ray_cpus": args.num_cpus, "object_store_mb": object_store_mb, "python": platform.python_version(), "load_avg_start": os.getloadavg()},
-        "settings": {"actors": args.actors, "cpus_per_actor": args.cpus_per_actor, "batch_size": args.batch_size, "feat_dim": FEAT_DIM, "mean_segments": MEAN_SEGMENTS, "classes": N_CLASSES},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "ray_cpus": args.num_cpus,
+            "object_store_mb": object_store_mb,
+            "python": platform.python_version(),
+            "load_avg_start": os.getloadavg(),
+        },
+        "settings": {
+            "actors": args.actors,
+            "cpus_per_actor": args.cpus_per_actor,
+            "batch_size": args.batch_size,
+            "feat_dim": FEAT_DIM,
+            "mean_segments": MEAN_SEGMENTS,
+            "classes": N_CLASSES,
+        },
         "model_only": model_only(first_lake, tracking_uri),
         "sizes": [],
     }

@@ -68,7 +68,13 @@ def bench_single(paths: list[Path], features: FeatureConfig) -> dict:
         segments += extract_video(str(p), p.stem, features, extractor).n_segments
         per_video.append(time.perf_counter() - t)
     total_s = time.perf_counter() - t0
-    return {"model_load_s": load_s, "total_s": total_s, "segments": segments, "segments_per_s": segments / total_s, "per_video_s": per_video}
+    return {
+        "model_load_s": load_s,
+        "total_s": total_s,
+        "segments": segments,
+        "segments_per_s": segments / total_s,
+        "per_video_s": per_video,
+    }
 
 
 def bench_ray(paths: list[Path], features: FeatureConfig, workers: int, lake_dir: Path) -> dict:
@@ -91,18 +97,32 @@ def bench_ray(paths: list[Path], features: FeatureConfig, workers: int, lake_dir
                 raise
     init_s = time.perf_counter() - t0
     try:
-        cfg = replace(StarConfig(features=features), **{
-            "storage.lake_uri": str(lake_dir), "resources.gpu": False, "resources.actors": workers, "extract.prepare_in_flight": workers,
-            "extract.shard_videos": len(paths), "extract.progress_every_s": 30.0,
-        })
+        cfg = replace(
+            StarConfig(features=features),
+            **{
+                "storage.lake_uri": str(lake_dir),
+                "resources.gpu": False,
+                "resources.actors": workers,
+                "extract.prepare_in_flight": workers,
+                "extract.shard_videos": len(paths),
+                "extract.progress_every_s": 30.0,
+            },
+        )
         t0 = time.perf_counter()
         result = extract(cfg, [str(p) for p in paths])
         total_s = time.perf_counter() - t0
         overhead = bench_overhead(paths[: min(4, len(paths))], features) if workers == 1 else None
     finally:
         ray.shutdown()
-    out = {"workers": workers, "ray_init_s": init_s, "total_s": total_s, "segments": result.n_segments, "done": result.done,
-           "failed": result.failed, "segments_per_s": result.n_segments / total_s}
+    out = {
+        "workers": workers,
+        "ray_init_s": init_s,
+        "total_s": total_s,
+        "segments": result.n_segments,
+        "done": result.done,
+        "failed": result.failed,
+        "segments_per_s": result.n_segments / total_s,
+    }
     if overhead:
         out["overhead"] = overhead
     return out
@@ -147,8 +167,13 @@ def bench_per_core(path: Path, seconds_budget: float = 60.0) -> dict:
         prepared = prepare_video(str(path), cfg)
         wall_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
         segs = prepared.n_frames / cfg.segment_frames
-        out[f"prepare_{flow}"] = {"frames": prepared.n_frames, "wall_s": wall_s, "cpu_s": cpu_s,
-                                  "segments_per_s": segs / wall_s, "segments_per_cpu_s": segs / cpu_s}
+        out[f"prepare_{flow}"] = {
+            "frames": prepared.n_frames,
+            "wall_s": wall_s,
+            "cpu_s": cpu_s,
+            "segments_per_s": segs / wall_s,
+            "segments_per_cpu_s": segs / cpu_s,
+        }
     extractor = I3DExtractor(FeatureConfig(), device="cpu")
     rgb, flow = prepared.rgb_u8[None, :16], prepared.flow_f16[None, :16]
     extractor.embed_segments(rgb, flow)  # warm-up
@@ -157,8 +182,13 @@ def bench_per_core(path: Path, seconds_budget: float = 60.0) -> dict:
         extractor.embed_segments(rgb, flow)
         n += 1
     wall_s, cpu_s = (time.perf_counter() - t0) / n, (time.process_time() - c0) / n
-    out["i3d_two_streams_224"] = {"wall_s_per_segment": wall_s, "cpu_s_per_segment": cpu_s, "segments_per_s": 1.0 / wall_s,
-                                  "segments_per_cpu_s": 1.0 / cpu_s, "torch_threads": 1}
+    out["i3d_two_streams_224"] = {
+        "wall_s_per_segment": wall_s,
+        "cpu_s_per_segment": cpu_s,
+        "segments_per_s": 1.0 / wall_s,
+        "segments_per_cpu_s": 1.0 / cpu_s,
+        "torch_threads": 1,
+    }
     return out
 
 
@@ -190,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
                 r = bench_ray(paths, features, w, work / f"lake-{w}")
                 r["ratio_to_single"] = r["segments_per_s"] / results["single"]["segments_per_s"]
                 results["ray"].append(r)
-                log.info("ray, %d worker(s): %.1f s, %.2f segments/s, %.2fx single", w, r["total_s"], r["segments_per_s"], r["ratio_to_single"])
+                log.info(
+                    "ray, %d worker(s): %.1f s, %.2f segments/s, %.2fx single", w, r["total_s"], r["segments_per_s"], r["ratio_to_single"]
+                )
                 if "overhead" in r:
                     log.info("ray overhead per video: median %.3f s", r["overhead"]["median_overhead_s"])
         if not args.skip_per_core:

@@ -87,7 +87,10 @@ def table(setting: str, cells: dict[int, dict]) -> str:
     diag = [cells[s]["diagnostics"] for s in seeds if cells[s].get("diagnostics")]
     if diag:
         keys = sorted(diag[0])
-        lines.append("attention diagnostics of the default recipe's stage 1 (test split, mean over seeds): " + ", ".join(f"{k} {statistics.mean(d[k] for d in diag):.3f}" for k in keys))
+        lines.append(
+            "attention diagnostics of the default recipe's stage 1 (test split, mean over seeds): "
+            + ", ".join(f"{k} {statistics.mean(d[k] for d in diag):.3f}" for k in keys)
+        )
     return "\n".join(lines)
 
 
@@ -117,15 +120,29 @@ def run_cell(setting: str, seed: int, args: argparse.Namespace, paper: bool) -> 
         time.sleep(1.0)
     base = load_config(None, args.overrides)
     star = replace(base, **{"train.seed": seed, "refine.seed": seed})
-    variants = [(name, replace(load_config(None, [*args.overrides, *kvs]), **{"refine.seed": seed}).refine)
-                for name, kvs in map(parse_variant, args.variant)]
-    cfg = replace(star, **{"benchmark.baseline": not args.no_baseline, "benchmark.upper_bound": not args.no_upper_bound,
-                           "benchmark.paper_reference": paper, "benchmark.device": args.device})  # the baseline's seed: train.seed
+    variants = [
+        (name, replace(load_config(None, [*args.overrides, *kvs]), **{"refine.seed": seed}).refine)
+        for name, kvs in map(parse_variant, args.variant)
+    ]
+    cfg = replace(
+        star,
+        **{
+            "benchmark.baseline": not args.no_baseline,
+            "benchmark.upper_bound": not args.no_upper_bound,
+            "benchmark.paper_reference": paper,
+            "benchmark.device": args.device,
+        },
+    )  # the baseline's seed: train.seed
     name = f"standin-{args.scale}-d{args.feat_dim}-s{seed}-{setting}"
     report = benchmark_pairs(cfg, f"standin-{setting}", seed, name, classes, train, test, excluded, refine_variants=variants)
     data = report.to_json()
-    return {"rows": [r.to_json() for r in report.rows], "wall_s": report.wall_s, "peak_rss_mb": report.peak_rss_mb,
-            "diagnostics": data["diagnostics"], "fraction_of_upper_bound": data["fraction_of_upper_bound"]}
+    return {
+        "rows": [r.to_json() for r in report.rows],
+        "wall_s": report.wall_s,
+        "peak_rss_mb": report.peak_rss_mb,
+        "diagnostics": data["diagnostics"],
+        "fraction_of_upper_bound": data["fraction_of_upper_bound"],
+    }
 
 
 def _write_partial(args: argparse.Namespace, results: dict) -> None:
@@ -145,15 +162,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default="full", choices=("full", "small"), help="stand-in size (small: a quick check of the script)")
     parser.add_argument("--paper-seeds", default=None, help="seeds that also train the paper preset (default: all; '' = none)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override of the main row")
-    parser.add_argument("--variant", action="append", default=[], metavar="NAME:refine.k=v;...",
-                        help="extra row: stage 2 with these settings on the main row's stage-1 model (repeatable)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:refine.k=v;...",
+        help="extra row: stage 2 with these settings on the main row's stage-1 model (repeatable)",
+    )
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--no-upper-bound", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     parser.add_argument("--device", default="cpu", help="torch device of the trainings (cpu, cuda)")
     parser.add_argument("--jobs", type=int, default=1, help="cells run at once, one process each")
-    parser.add_argument("--train-after", default=None, metavar="FILE",
-                        help="generate the stand-ins, then wait for FILE to exist before training (another benchmark owns the device)")
+    parser.add_argument(
+        "--train-after",
+        default=None,
+        metavar="FILE",
+        help="generate the stand-ins, then wait for FILE to exist before training (another benchmark owns the device)",
+    )
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="folder for the report")
     parser.add_argument("--tag", default=None, help="report name suffix")
     args = parser.parse_args(argv)
@@ -184,18 +210,31 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s seed %d done (%.0f s so far)", setting, seed, time.monotonic() - t0)
             _write_partial(args, results)
     where = f"device {args.device}, {args.jobs} cell(s) at once"
-    md = [f"# Protocol report: settings {settings}, seeds {seeds}, D={args.feat_dim}, {args.scale} stand-in, main-row overrides "
-          f"{args.overrides or 'none'}; {where}", ""]
+    md = [
+        f"# Protocol report: settings {settings}, seeds {seeds}, D={args.feat_dim}, {args.scale} stand-in, main-row overrides "
+        f"{args.overrides or 'none'}; {where}",
+        "",
+    ]
     md += [table(s, results[s]) + "\n" for s in settings]
     text = "\n".join(md)
     print(text)
     tag = args.tag or f"{'-'.join(settings)}-s{''.join(map(str, seeds))}-d{args.feat_dim}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"settings": settings, "seeds": seeds, "feat_dim": args.feat_dim, "scale": args.scale, "overrides": args.overrides,
-            "variants": args.variant, "device": args.device, "jobs": args.jobs}
+    meta = {
+        "settings": settings,
+        "seeds": seeds,
+        "feat_dim": args.feat_dim,
+        "scale": args.scale,
+        "overrides": args.overrides,
+        "variants": args.variant,
+        "device": args.device,
+        "jobs": args.jobs,
+    }
     (out / f"protocol-{tag}.md").write_text(text)
-    (out / f"protocol-{tag}.json").write_text(json.dumps({**meta, "results": results, "wall_s": time.monotonic() - t0}, indent=1, default=float))
+    (out / f"protocol-{tag}.json").write_text(
+        json.dumps({**meta, "results": results, "wall_s": time.monotonic() - t0}, indent=1, default=float)
+    )
     print(f"report: {out / f'protocol-{tag}.md'}")
     return 0
 

@@ -71,7 +71,8 @@ def markdown(report, doc: dict, args: argparse.Namespace, timings: dict) -> str:
     lines = [
         f"# STAR on the THUMOS'14 stand-in ({args.scale}, {args.difficulty}, seed {args.seed})",
         "",
-        f"Preset: {args.preset or 'none (the default recipe)'}; config overrides: `{' '.join(args.overrides) or '(none)'}`; epochs: {doc['config']['train.epochs']}.",
+        f"Preset: {args.preset or 'none (the default recipe)'}; config overrides: "
+        f"`{' '.join(args.overrides) or '(none)'}`; epochs: {doc['config']['train.epochs']}.",
         f"Data: {doc['dataset']['n_train']} training videos, {doc['dataset']['n_test']} test videos "
         f"(excluded: {', '.join(doc['protocol']['exclude_videos'])}; Ambiguous segments ignored).",
         "",
@@ -85,8 +86,10 @@ def markdown(report, doc: dict, args: argparse.Namespace, timings: dict) -> str:
     lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
     lines += [
         "",
-        f"Peak RSS: {doc['peak_rss_mb']:.0f} MB (main process), {doc['worker_peak_rss_mb']:.0f} MB (largest Table 1 worker). Machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
-        f"load average at start {doc['machine']['load_start']}, at end {doc['machine']['load_end']}; CPU time {doc['machine']['cpu_s']:.0f} s (+ {doc['machine']['cpu_children_s']:.0f} s in workers).",
+        f"Peak RSS: {doc['peak_rss_mb']:.0f} MB (main process), {doc['worker_peak_rss_mb']:.0f} MB (largest "
+        f"Table 1 worker). Machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+        f"load average at start {doc['machine']['load_start']}, at end {doc['machine']['load_end']}; CPU "
+        f"time {doc['machine']['cpu_s']:.0f} s (+ {doc['machine']['cpu_children_s']:.0f} s in workers).",
         "",
         "Attention diagnostics of the main model on the test split (teacher-forced):",
         "",
@@ -100,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="./bench-standin", help="work folder (stand-in files, lake, reports)")
     parser.add_argument("--scale", choices=("small", "full"), default="full")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--difficulty", default="standard", help="stand-in difficulty setting (star_core.synth.DIFFICULTIES); several seeds and settings: bench_protocol.py")
+    parser.add_argument(
+        "--difficulty",
+        default="standard",
+        help="stand-in difficulty setting (star_core.synth.DIFFICULTIES); several seeds and settings: bench_protocol.py",
+    )
     parser.add_argument("--preset", default=None, help="named settings of the main row (paper)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of every model (default: train.epochs of the config)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
@@ -128,8 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     dataset = f"th14-standin-{args.scale}-s{args.seed}" + ("" if args.difficulty == "standard" else f"-{args.difficulty}")
     lake, timings = ensure_data(work, args.scale, args.seed, dataset, args.difficulty)
     overrides = list(args.overrides) + ([f"train.epochs={args.epochs}"] if args.epochs else [])
-    cfg = load_config(args.config, overrides, preset=args.preset,
-                      values={"storage.lake_uri": lake, "benchmark.ablation": not args.no_ablation, "benchmark.processes": args.workers})
+    cfg = load_config(
+        args.config,
+        overrides,
+        preset=args.preset,
+        values={"storage.lake_uri": lake, "benchmark.ablation": not args.no_ablation, "benchmark.processes": args.workers},
+    )
     t1 = time.monotonic()
     report = run_benchmark(cfg, dataset)
     timings["benchmark_s"] = time.monotonic() - t1

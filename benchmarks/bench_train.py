@@ -55,7 +55,15 @@ def ensure_standin(lake_uri: str, dataset: str, standin_dir: str, seed: int) -> 
         log.info("stand-in generated in %.0f s", time.monotonic() - t0)
     t0 = time.monotonic()
     result = import_wtalc(marker["features"], marker["annotations"], lake, dataset)
-    log.info("imported %s: %s videos, %s segments, D=%s, splits %s in %.0f s", dataset, result.n_videos, result.n_segments, result.feat_dim, result.splits, time.monotonic() - t0)
+    log.info(
+        "imported %s: %s videos, %s segments, D=%s, splits %s in %.0f s",
+        dataset,
+        result.n_videos,
+        result.n_segments,
+        result.feat_dim,
+        result.splits,
+        time.monotonic() - t0,
+    )
 
 
 def bench_one(args: argparse.Namespace, workers: int) -> dict:
@@ -64,11 +72,19 @@ def bench_one(args: argparse.Namespace, workers: int) -> dict:
     from jobs.train import train
     from star_core.config import load_config
 
-    cfg = load_config(args.config, [f"train.epochs={args.epochs}", *args.overrides], values={
-        "storage.lake_uri": args.lake, "resources.workers": workers, "resources.cpus_per_worker": args.cpus_per_worker,
-        "train_run.run_name": new_run_id(f"bench-w{workers}"), "train_run.model_name": "star-bench", "train_run.alias": None,
-        "train_run.experiment": "bench-train",
-    })
+    cfg = load_config(
+        args.config,
+        [f"train.epochs={args.epochs}", *args.overrides],
+        values={
+            "storage.lake_uri": args.lake,
+            "resources.workers": workers,
+            "resources.cpus_per_worker": args.cpus_per_worker,
+            "train_run.run_name": new_run_id(f"bench-w{workers}"),
+            "train_run.model_name": "star-bench",
+            "train_run.alias": None,
+            "train_run.experiment": "bench-train",
+        },
+    )
     t0 = time.monotonic()
     result = train(cfg, args.dataset)
     wall_s = time.monotonic() - t0
@@ -117,13 +133,20 @@ def main(argv: list[str] | None = None) -> int:
     header = "| workers | s/epoch (median) | first epoch s | worker peak RSS MiB | driver peak RSS MiB | train() wall s | eval s | avg mAP 0.1:0.7 |"
     print(header)
     print("|---|---|---|---|---|---|---|---|")
+
     def fmt(value, digits: int) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     for r in rows:
         cells = [
-            str(r["workers"]), fmt(r["epoch_s_median"], 1), fmt(r["epoch_s_first"], 1), fmt(r["worker_peak_rss_mb"], 0),
-            fmt(r["driver_peak_rss_mb"], 0), fmt(r["train_wall_s"], 0), fmt(r["eval_s"], 0), fmt(r["test_avg_map_0.1_0.7"], 2),
+            str(r["workers"]),
+            fmt(r["epoch_s_median"], 1),
+            fmt(r["epoch_s_first"], 1),
+            fmt(r["worker_peak_rss_mb"], 0),
+            fmt(r["driver_peak_rss_mb"], 0),
+            fmt(r["train_wall_s"], 0),
+            fmt(r["eval_s"], 0),
+            fmt(r["test_avg_map_0.1_0.7"], 2),
         ]
         print("| " + " | ".join(cells) + " |")
     print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")

@@ -82,8 +82,14 @@ def resolve_dataset(lake_uri: str, dataset: str | None) -> tuple[str, str]:
     metas = list_datasets(Lake(lake_uri))
     names = sorted({m["name"] for m in metas})
     if not names:
-        raise ValueError(f"no dataset parameter and lake {lake_uri} holds no dataset: import labels first (star labels import) or pass dataset")
+        raise ValueError(
+            f"no dataset parameter and lake {lake_uri} holds no dataset: import labels first (star labels import) or pass dataset"
+        )
     if len(names) == 1:
         return names[0], f"the only dataset in {lake_uri}"
     newest = max(metas, key=lambda m: (m.get("created_at") or "", m["name"]))
-    return newest["name"], f"the most recent of {len(names)} datasets in {lake_uri} ({', '.join(names)}): v{newest['version']} created {newest.get('created_at')}"
+    return (
+        newest["name"],
+        f"the most recent of {len(names)} datasets in {lake_uri} ({', '.join(names)}): "
+        f"v{newest['version']} created {newest.get('created_at')}",
+    )

@@ -92,10 +92,20 @@ def star(
         feature_set=feature_set,
         config_path=config_path,
         overrides=tuple(overrides or ()),
-        values={**{f"resources.{k}": v for k, v in (resources or {}).items()}, **({"train.epochs": int(epochs)} if epochs is not None else {})},
+        values={
+            **{f"resources.{k}": v for k, v in (resources or {}).items()},
+            **({"train.epochs": int(epochs)} if epochs is not None else {}),
+        },
     )
     settings.star_config()  # a bad config file, override or resource fails the run here, before any job starts
-    log.info("star %s on lake %s%s", mode, lake, "" if lake_uri else " (no lake_uri parameter: " + ("STAR_LAKE_URI)" if os.environ.get(LAKE_ENV) else "./star-lake where the worker started)"))
+    log.info(
+        "star %s on lake %s%s",
+        mode,
+        lake,
+        ""
+        if lake_uri
+        else " (no lake_uri parameter: " + ("STAR_LAKE_URI)" if os.environ.get(LAKE_ENV) else "./star-lake where the worker started)"),
+    )
     if mode == "train":
         if labels_uri and not dataset:
             raise ValueError("labels_uri needs a dataset parameter: the name the labels are imported as")
@@ -120,7 +130,11 @@ def _train(settings: tasks.JobSettings, dataset: str, model_name: str, alias: st
     if plan.missing_uris:
         timeout = settings.star_config().resources.timeout_s
         summary["extract"] = tasks.extract.with_options(timeout_seconds=timeout)(settings, plan.missing_uris)
-    summary.update(tasks.train.with_options(timeout_seconds=settings.star_config().resources.timeout_s)(settings, dataset, plan.feature_set, model_name, alias))
+    summary.update(
+        tasks.train.with_options(timeout_seconds=settings.star_config().resources.timeout_s)(
+            settings, dataset, plan.feature_set, model_name, alias
+        )
+    )
     return summary
 
 

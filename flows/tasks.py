@@ -101,7 +101,16 @@ def labels_import(settings: JobSettings, labels_uri: str, dataset: str) -> dict[
     from star_core.io.lake import Lake
 
     r = import_labels(labels_uri, Lake(settings.lake_uri), dataset)
-    return {"dataset": r.dataset, "version": r.version, "created": r.created, "source": r.source, "n_videos": r.n_videos, "splits": dict(r.splits), "without_features": len(r.without_features), "warnings": list(r.warnings)[:20]}
+    return {
+        "dataset": r.dataset,
+        "version": r.version,
+        "created": r.created,
+        "source": r.source,
+        "n_videos": r.n_videos,
+        "splits": dict(r.splits),
+        "without_features": len(r.without_features),
+        "warnings": list(r.warnings)[:20],
+    }
 
 
 @task(name="plan-features", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_transient)

@@ -34,7 +34,16 @@ log = logging.getLogger("star.benchmark")
 
 MODULES = ("sparsity", "coverage", "ram")
 # Table 1 rows in the paper's order: stem, one module, two modules, all.
-TABLE1 = ((), ("sparsity",), ("coverage",), ("ram",), ("sparsity", "coverage"), ("sparsity", "ram"), ("coverage", "ram"), ("sparsity", "coverage", "ram"))
+TABLE1 = (
+    (),
+    ("sparsity",),
+    ("coverage",),
+    ("ram",),
+    ("sparsity", "coverage"),
+    ("sparsity", "ram"),
+    ("coverage", "ram"),
+    ("sparsity", "coverage", "ram"),
+)
 LOCALIZERS = (("attention", "Attention"), ("gradcam", "ST-GradCAM"), ("attended_gradcam", "Attended ST-GradCAM"))
 
 
@@ -108,7 +117,13 @@ class BenchmarkReport:
             "fraction_of_upper_bound": self.fraction_of_upper_bound(),
             "additions": [r.to_json() for r in self.row("addition")],
             "ablation": [r.to_json() for r in self.rows if r.table in ("table1", "table2")],
-            "dataset": {"name": self.dataset, "version": self.version, "feature_set": self.feature_set, "n_train": self.n_train, "n_test": self.n_test},
+            "dataset": {
+                "name": self.dataset,
+                "version": self.version,
+                "feature_set": self.feature_set,
+                "n_train": self.n_train,
+                "n_test": self.n_test,
+            },
             "protocol": {"exclude_videos": self.exclude_videos, "ignore_ambiguous": True},
             "diagnostics": self.diagnostics,
             "wall_s": round(self.wall_s, 1),
@@ -134,13 +149,19 @@ class BenchmarkReport:
         parts = [_format("STAR (default recipe) and its references, same data, same evaluator", refs)]
         frac = self.fraction_of_upper_bound()
         if frac:
-            parts.append(f"STAR reaches {100 * frac['avg_0.1_0.7']:.0f} % of the supervised upper bound (avg mAP 0.1:0.7; {100 * frac['avg_0.1_0.5']:.0f} % at 0.1:0.5)")
+            parts.append(
+                f"STAR reaches {100 * frac['avg_0.1_0.7']:.0f} % of the supervised upper "
+                f"bound (avg mAP 0.1:0.7; {100 * frac['avg_0.1_0.5']:.0f} % at 0.1:0.5)"
+            )
         if self.row("table1"):
             parts.append(_format("Table 1: modules (stem + Sparsity / Coverage / RAM)", self.row("table1")))
         if self.row("table2"):
             parts.append(_format("Table 2: localizers (all modules)", self.row("table2")))
         workers = f" (Table 1 workers: {self.worker_peak_rss_mb:.0f} MB each at most)" if self.worker_peak_rss_mb else ""
-        parts.append(f"wall time {self.wall_s:.0f} s, peak RSS {self.peak_rss_mb:.0f} MB{workers}; train {self.n_train} videos, test {self.n_test} videos")
+        parts.append(
+            f"wall time {self.wall_s:.0f} s, peak RSS {self.peak_rss_mb:.0f} "
+            f"MB{workers}; train {self.n_train} videos, test {self.n_test} videos"
+        )
         return "\n\n".join(parts)
 
 
@@ -152,7 +173,9 @@ def _format(title: str, rows: Sequence[BenchmarkRow]) -> str:
     head = f"{'':<{width}}" + "".join(f"{k:>7}" for k in keys) + f"{'avg.1:.5':>10}{'avg.1:.7':>10}{'train s':>9}"
     lines = [title, head]
     for r in rows:
-        lines.append(f"{r.name:<{width}}" + "".join(f"{r.map[k]:7.2f}" for k in keys) + f"{r.avg_0_1_0_5:10.2f}{r.avg_0_1_0_7:10.2f}{r.train_s:9.0f}")
+        lines.append(
+            f"{r.name:<{width}}" + "".join(f"{r.map[k]:7.2f}" for k in keys) + f"{r.avg_0_1_0_5:10.2f}{r.avg_0_1_0_7:10.2f}{r.train_s:9.0f}"
+        )
     return "\n".join(lines)
 
 
@@ -190,7 +213,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def load_split_pairs(cfg: StarConfig, dataset: str, version: int | None = None, feature_set: str | None = None) -> tuple[Any, list[tuple[VideoFeatures, VideoLabels]], list[tuple[VideoFeatures, VideoLabels]], list[str], str]:
+def load_split_pairs(
+    cfg: StarConfig, dataset: str, version: int | None = None, feature_set: str | None = None
+) -> tuple[Any, list[tuple[VideoFeatures, VideoLabels]], list[tuple[VideoFeatures, VideoLabels]], list[str], str]:
     """Dataset, (features, labels) of the train and test splits, excluded videos, feature set."""
     from star_core.io import datasets, feature_store, wtalc_import
     from star_core.io.lake import Lake
@@ -206,12 +231,16 @@ def load_split_pairs(cfg: StarConfig, dataset: str, version: int | None = None, 
     test = [v for v in ds.split(cfg.benchmark.test_split) if v.video_id not in excluded]
     for name, split in ((cfg.benchmark.train_split, train), (cfg.benchmark.test_split, test)):
         if not split:
-            raise ValueError(f"dataset {dataset!r} v{ds.version} has no videos in split {name!r} (splits: {sorted({v.split for v in ds.videos})})")
+            raise ValueError(
+                f"dataset {dataset!r} v{ds.version} has no videos in split {name!r} (splits: {sorted({v.split for v in ds.videos})})"
+            )
     feats = {f.video_id: f for f in feature_store.read_features(lake, feature_set, [v.video_id for v in train + test])}
     return ds, [(feats[v.video_id], v) for v in train], [(feats[v.video_id], v) for v in test], excluded, feature_set
 
 
-def evaluate_detector(detector, test: Sequence[tuple[VideoFeatures, VideoLabels]], classes: Sequence[str], localize, exclude: Sequence[str], batch: int) -> tuple[Any, float, int]:
+def evaluate_detector(
+    detector, test: Sequence[tuple[VideoFeatures, VideoLabels]], classes: Sequence[str], localize, exclude: Sequence[str], batch: int
+) -> tuple[Any, float, int]:
     """(MapResult, detect seconds, number of detections) of ``detector`` on ``test`` (``star_core.metrics.evaluate_detector``)."""
     from star_core.metrics import evaluate_detector as evaluate
 
@@ -242,7 +271,11 @@ def _table1_row(cfg: StarConfig, data: tuple[str, int, str], modules: tuple[str,
 
 
 def run_benchmark(
-    cfg: StarConfig, dataset: str, version: int | None = None, feature_set: str | None = None, on_row: Callable[[BenchmarkRow], None] | None = None
+    cfg: StarConfig,
+    dataset: str,
+    version: int | None = None,
+    feature_set: str | None = None,
+    on_row: Callable[[BenchmarkRow], None] | None = None,
 ) -> BenchmarkReport:
     """Train and evaluate every row of the benchmark (see module docstring); returns the report.
 
@@ -288,12 +321,27 @@ def benchmark_pairs(
     t_start = time.monotonic() if t_start is None else t_start
     bench = cfg.benchmark
     classes = tuple(classes)
-    log.info("benchmark %s v%d: %d train / %d test videos, feature set %s, %d classes", dataset, version, len(train), len(test), feature_set, len(classes))
+    log.info(
+        "benchmark %s v%d: %d train / %d test videos, feature set %s, %d classes",
+        dataset,
+        version,
+        len(train),
+        len(test),
+        feature_set,
+        len(classes),
+    )
     rows: list[BenchmarkRow] = []
 
     def add(row: BenchmarkRow) -> None:
         rows.append(row)
-        log.info("%-36s avg mAP 0.1:0.5 %.2f  0.1:0.7 %.2f  (train %.0f s, detect %.0f s)", row.name, row.avg_0_1_0_5, row.avg_0_1_0_7, row.train_s, row.detect_s)
+        log.info(
+            "%-36s avg mAP 0.1:0.5 %.2f  0.1:0.7 %.2f  (train %.0f s, detect %.0f s)",
+            row.name,
+            row.avg_0_1_0_5,
+            row.avg_0_1_0_7,
+            row.train_s,
+            row.detect_s,
+        )
         if on_row:
             on_row(row)
 
@@ -314,7 +362,15 @@ def benchmark_pairs(
         refined = detector.refiner is not None
         main_name = f"STAR ({module_name(main_modules)})" if len(main_modules) < 3 else "STAR (all modules)"
         main_name += " + self-training" if refined else ""
-        main = _row(main_name, "main", result, train_s, det_s, n, {"modules": list(main_modules), "localizer": cfg.localize.localizer, "refine_rounds": cfg.refine.rounds})
+        main = _row(
+            main_name,
+            "main",
+            result,
+            train_s,
+            det_s,
+            n,
+            {"modules": list(main_modules), "localizer": cfg.localize.localizer, "refine_rounds": cfg.refine.rounds},
+        )
         add(main)
         diagnostics = _diagnostics(detector, test) if bench.diagnostics else {}
         if refined:  # the same stage-1 model without its head: what self-training adds
@@ -343,12 +399,32 @@ def benchmark_pairs(
             stpn = fit_stpn(train, classes, stpn_cfg, on_epoch=_epoch_progress("STPN-style baseline", stpn_cfg.epochs), device=bench.device)
             stpn_s = time.monotonic() - t0
             result, det_s, n = evaluate_detector(stpn, test, classes, STPN_LOCALIZE, excluded, bench.detect_batch)
-            add(_row("STPN-style baseline", "baseline", result, stpn_s, det_s, n, {**dataclasses.asdict(stpn_cfg), "localize": dataclasses.asdict(STPN_LOCALIZE)}))
+            add(
+                _row(
+                    "STPN-style baseline",
+                    "baseline",
+                    result,
+                    stpn_s,
+                    det_s,
+                    n,
+                    {**dataclasses.asdict(stpn_cfg), "localize": dataclasses.asdict(STPN_LOCALIZE)},
+                )
+            )
 
         if bench.upper_bound:
             head, bound_s = _train_upper_bound(train, classes, cfg.refine, bench.device)
             result, det_s, n = evaluate_detector(head, test, classes, cfg.localize, excluded, bench.detect_batch)
-            add(_row("supervised upper bound (segment labels)", "upper_bound", result, bound_s, det_s, n, {"supervision": "segment labels of the train split"}))
+            add(
+                _row(
+                    "supervised upper bound (segment labels)",
+                    "upper_bound",
+                    result,
+                    bound_s,
+                    det_s,
+                    n,
+                    {"supervision": "segment labels of the train split"},
+                )
+            )
 
         table2 = []
         if bench.ablation:
@@ -362,7 +438,19 @@ def benchmark_pairs(
         for modules in TABLE1 if bench.ablation else ():
             modules = tuple(modules)
             if modules not in table1_jobs:  # the all-modules row is the main model
-                add(BenchmarkRow(module_name(modules), "table1", dict(main.map), main.avg_0_1_0_5, main.avg_0_1_0_7, main.train_s, main.detect_s, main.n_detections, {"modules": list(modules), "same_as": "main"}))
+                add(
+                    BenchmarkRow(
+                        module_name(modules),
+                        "table1",
+                        dict(main.map),
+                        main.avg_0_1_0_5,
+                        main.avg_0_1_0_7,
+                        main.train_s,
+                        main.detect_s,
+                        main.n_detections,
+                        {"modules": list(modules), "same_as": "main"},
+                    )
+                )
             elif modules in futures:
                 row, rss = futures[modules].result()
                 worker_rss = max(worker_rss, rss)
@@ -407,7 +495,12 @@ def _epoch_progress(name: str, epochs: int) -> Callable[[int, dict[str, float]],
 def _train_star(name: str, train, classes, star: StarConfig, device: str = "cpu"):
     from star_core.train_loop import fit
 
-    log.info("training %s: %d epochs x 2 streams%s", name, star.train.epochs, f" + {star.refine.rounds} self-training round(s)" if star.refine.rounds else "")
+    log.info(
+        "training %s: %d epochs x 2 streams%s",
+        name,
+        star.train.epochs,
+        f" + {star.refine.rounds} self-training round(s)" if star.refine.rounds else "",
+    )
     t0 = time.monotonic()
     detector = fit(train, classes, star, on_epoch=_epoch_progress(name, star.train.epochs), device=device)
     return detector, time.monotonic() - t0
@@ -434,8 +527,13 @@ def _train_upper_bound(train, classes, refine_cfg, device: str = "cpu"):
     t0 = time.monotonic()
     targets = [refine.gt_segment_labels(f, lab, classes) for f, lab in usable]
     head = refine.fit_head(
-        [f for f, _ in usable], targets, refine.multi_hot([lab for _, lab in usable], classes), len(classes), refine_cfg,
-        on_epoch=_epoch_progress("upper bound", epochs), device=device,
+        [f for f, _ in usable],
+        targets,
+        refine.multi_hot([lab for _, lab in usable], classes),
+        len(classes),
+        refine_cfg,
+        on_epoch=_epoch_progress("upper bound", epochs),
+        device=device,
     )
     return refine.HeadDetector(head, classes, refine_cfg), time.monotonic() - t0
 

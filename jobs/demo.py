@@ -98,9 +98,18 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     features = FeatureConfig(**{**cfg.features.__dict__, "rgb_weights": cfg.rgb_weights, "flow_weights": cfg.flow_weights})
     t = _step(3, total, f"extracting two-stream I3D features ({features.flow} flow, {features.crop_size} px) with Ray")
-    base = dataclasses.replace(replace(StarConfig(), **{"storage.lake_uri": cfg.lake_uri, "resources.workers": cfg.workers}), features=features)
+    base = dataclasses.replace(
+        replace(StarConfig(), **{"storage.lake_uri": cfg.lake_uri, "resources.workers": cfg.workers}), features=features
+    )
     extracted = extract_job.extract(base, str(videos_dir))
-    log.info("      %d done, %d failed, %d skipped, %d segments, %.1f segments/s", extracted.done, extracted.failed, extracted.skipped, extracted.n_segments, extracted.segments_per_s)
+    log.info(
+        "      %d done, %d failed, %d skipped, %d segments, %.1f segments/s",
+        extracted.done,
+        extracted.failed,
+        extracted.skipped,
+        extracted.n_segments,
+        extracted.segments_per_s,
+    )
     summary["feature_set"] = extracted.feature_set
 
     t = _step(4, total, f"training STAR (both streams, {cfg.epochs} epochs) with Ray Train, tracked in MLflow")
@@ -119,14 +128,21 @@ def run_demo(cfg: DemoConfig) -> dict:
         },
     )
     trained = train_job.train(star, cfg.dataset, feature_set=extracted.feature_set)
-    summary |= {"mlflow_run_id": trained.run_id, "model_uri": trained.model_uri, "tracking_uri": trained.tracking_uri, "metrics": trained.metrics}
+    summary |= {
+        "mlflow_run_id": trained.run_id,
+        "model_uri": trained.model_uri,
+        "tracking_uri": trained.tracking_uri,
+        "metrics": trained.metrics,
+    }
     summary["ray_logs_train"] = str(ray_log_dir())
     set_ray_log_dir(summary["ray_logs"])  # detection's lines back into the demo's log directory
     log.info("      model %s (alias set: %s) in %.0f s", trained.model_uri, trained.alias_set, time.monotonic() - t)
 
     t = _step(5, total, f"detecting actions in every video with {trained.model_uri} (Ray Data -> Parquet)")
-    detected = detect_job.detect(replace(star, **{"detect.model_uri": trained.model_uri}),
-                                 detect_job.DetectInputs(dataset=cfg.dataset, feature_set=extracted.feature_set))
+    detected = detect_job.detect(
+        replace(star, **{"detect.model_uri": trained.model_uri}),
+        detect_job.DetectInputs(dataset=cfg.dataset, feature_set=extracted.feature_set),
+    )
     summary["detect"] = detected.summary() if hasattr(detected, "summary") else str(detected)
 
     t = _step(6, total, "querying the detections (star query)")
@@ -169,7 +185,7 @@ def _print_report(summary: dict, metrics: dict, query_text: str, cfg: DemoConfig
         "",
         "Look closer:",
         f"  MLflow UI:    .venv/bin/mlflow ui --backend-store-uri {tracking}",
-        f"  SQL:          .venv/bin/star query \"SELECT * FROM detections LIMIT 20\" --lake {cfg.lake_uri}",
+        f'  SQL:          .venv/bin/star query "SELECT * FROM detections LIMIT 20" --lake {cfg.lake_uri}',
         f"  A timeline:   .venv/bin/star plot <video_id> --lake {cfg.lake_uri} --out timeline.png",
         "  Prefect UI:   .venv/bin/prefect server start   (then `prefect deploy --all`; see docs/prefect.md)",
     ]

@@ -111,7 +111,15 @@ class _Run:
         self.last_manifest = 0.0
         self.result = ExtractRunResult(run_id=run_id, feature_set=feature_set, manifest=lake.uri_of(lake.manifest_path(JOB, run_id)))
 
-    def record(self, uri: str, status: str, reason: str | None = None, duration_s: float | None = None, n_segments: int | None = None, output: str | None = None) -> None:
+    def record(
+        self,
+        uri: str,
+        status: str,
+        reason: str | None = None,
+        duration_s: float | None = None,
+        n_segments: int | None = None,
+        output: str | None = None,
+    ) -> None:
         self.rows.append(manifests.manifest_row(JOB, self.run_id, uri, status, reason, duration_s, n_segments, output))
         if status == "failed":
             self.result.failed += 1
@@ -187,7 +195,15 @@ def extract(cfg: StarConfig, inputs: str | Sequence[str], run_id: str | None = N
         for uri in todo[limit:]:
             run.record(uri, "skipped", f"not processed: limit of {limit} videos reached")
         todo = todo[:limit]
-    log.info("run %s: %d inputs, %d with features, %d to extract into %s (lake %s)", run_id, len(uris), len(have & {video_id_from_uri(u) for u in uris}), len(todo), feature_set, lake.uri)
+    log.info(
+        "run %s: %d inputs, %d with features, %d to extract into %s (lake %s)",
+        run_id,
+        len(uris),
+        len(have & {video_id_from_uri(u) for u in uris}),
+        len(todo),
+        feature_set,
+        lake.uri,
+    )
     run.write_manifest(force=True)
     if todo:
         ensure_ray(cfg.resources.ray_address)
@@ -203,7 +219,17 @@ def extract(cfg: StarConfig, inputs: str | Sequence[str], run_id: str | None = N
     run.flush(final=True)
     run.result.elapsed_s = time.monotonic() - t0
     r = run.result
-    log.info("run %s finished: %d done, %d failed, %d skipped, %d segments in %.1f s (%.2f segments/s); manifest %s", run_id, r.done, r.failed, r.skipped, r.n_segments, r.elapsed_s, r.segments_per_s, r.manifest)
+    log.info(
+        "run %s finished: %d done, %d failed, %d skipped, %d segments in %.1f s (%.2f segments/s); manifest %s",
+        run_id,
+        r.done,
+        r.failed,
+        r.skipped,
+        r.n_segments,
+        r.elapsed_s,
+        r.segments_per_s,
+        r.manifest,
+    )
     return r
 
 
@@ -233,7 +259,13 @@ def _process(run: _Run, todo: list[str], progress: Any) -> None:
     use_gpu, n_actors, in_flight = _plan_resources(cfg)
     fault = os.environ.get(workers.FAULT_ENV) or None
     env = forwarded_env()  # endpoints only, never credentials (docs/operations.md, "Credentials")
-    log.info("%d I3D actor(s) on %s, %d decode+flow task(s) in flight, shards of %d videos", n_actors, "GPU" if use_gpu else "CPU", in_flight, job.shard_videos)
+    log.info(
+        "%d I3D actor(s) on %s, %d decode+flow task(s) in flight, shards of %d videos",
+        n_actors,
+        "GPU" if use_gpu else "CPU",
+        in_flight,
+        job.shard_videos,
+    )
     actor_cls = ray.remote(workers.Embedder).options(
         num_cpus=cfg.resources.cpus_per_actor, num_gpus=1 if use_gpu else 0, max_restarts=job.max_retries, max_task_retries=job.max_retries
     )
@@ -281,7 +313,10 @@ def _check_actors(ray: Any, actors: list, feature_set: str) -> None:
         except ray.exceptions.RayError as exc:
             raise RuntimeError(f"an I3D actor failed to start: {_failure_reason(exc)}") from None
         if got != feature_set:
-            raise RuntimeError(f"an I3D actor loaded weights of feature set {got!r}, the driver expected {feature_set!r}: the weight files differ between machines")
+            raise RuntimeError(
+                f"an I3D actor loaded weights of feature set {got!r}, the driver "
+                f"expected {feature_set!r}: the weight files differ between machines"
+            )
 
 
 def _failure_reason(exc: BaseException) -> str:
@@ -291,7 +326,9 @@ def _failure_reason(exc: BaseException) -> str:
     return f"{kind}: {text[-1] if text else ''} (after retries)"[:1000]
 
 
-def _on_prepared(run: _Run, pending: _Pending, status_ref: Any, actors: list, load: list[int], embedding: dict, fault: str | None, progress: Any) -> None:
+def _on_prepared(
+    run: _Run, pending: _Pending, status_ref: Any, actors: list, load: list[int], embedding: dict, fault: str | None, progress: Any
+) -> None:
     import ray
 
     try:

@@ -95,7 +95,9 @@ def _resolve_inputs(name: str, dataset_version: int | None, feature_set: str | N
     have = set(index.column("video_id").to_pylist())
     missing = sorted(v.video_id for v in train_labels + test_labels if v.video_id not in have)
     if missing:
-        raise ValueError(f"feature set {feature_set!r} in {lake.uri} lacks features for {len(missing)} video(s) of dataset {name!r}: {missing[:10]}")
+        raise ValueError(
+            f"feature set {feature_set!r} in {lake.uri} lacks features for {len(missing)} video(s) of dataset {name!r}: {missing[:10]}"
+        )
     first_path = index.column("path")[0].as_py()
     feat_dim = int(lake.read_table(first_path, schemas.FEATURES, columns=["feat_dim"]).column("feat_dim")[0].as_py())
     exclude = protocol.exclude_videos
@@ -119,7 +121,8 @@ def _open_run(lake: Lake, run_name: str) -> tuple[dict | None, str]:
         state = lake.read_json(state_path)
         if state.get("status") == "finished":
             raise ValueError(
-                f"run {run_name!r} already finished (model {state.get('model_uri')}); start a new run without --run-name or with another name"
+                f"run {run_name!r} already finished (model {state.get('model_uri')}); "
+                "start a new run without --run-name or with another name"
             )
         return state, state_path
     if lake.exists(lake.checkpoints_dir(run_name)) and lake.fs.ls(lake.checkpoints_dir(run_name)):
@@ -164,19 +167,43 @@ def train(cfg: StarConfig, dataset: str, *, dataset_version: int | None = None, 
     if state is not None:
         changes = _diff(state["fingerprint"], fingerprint)
         if changes:
-            raise ValueError(f"run {run_name!r} exists with a different config ({'; '.join(changes[:8])}); resume it unchanged or choose a new run name")
+            raise ValueError(
+                f"run {run_name!r} exists with a different config ({'; '.join(changes[:8])}); resume it unchanged or choose a new run name"
+            )
         if state.get("tracking_uri") != uri or not tracking.run_exists(uri, state["mlflow_run_id"]):
-            raise ValueError(f"run {run_name!r} was tracked at {state.get('tracking_uri')} (MLflow run {state['mlflow_run_id']}), which {uri} does not hold")
+            raise ValueError(
+                f"run {run_name!r} was tracked at {state.get('tracking_uri')} "
+                f"(MLflow run {state['mlflow_run_id']}), which {uri} does not hold"
+            )
         run_id = state["mlflow_run_id"]
         tracking.client(uri).update_run(run_id, status="RUNNING")
         log.info("run %s exists: resuming (MLflow run %s)", run_name, run_id)
     else:
         exp_id = tracking.ensure_experiment(uri, run.experiment, tracking.artifact_location(lake, uri))
-        run_id = tracking.start_run(uri, exp_id, run_name, tags={"star.dataset": f"{dataset}/v{ds.version}", "star.feature_set": feature_set, "star.lake": lake.uri})
-        job_params = {"job.lake_uri": lake.uri, "job.dataset": dataset, "job.dataset_version": ds.version, "job.feature_set": feature_set, "job.run_name": run_name,
-                      "data.n_train_videos": len(train_labels), "data.n_test_videos": len(test_labels), "data.feat_dim": feat_dim}
+        run_id = tracking.start_run(
+            uri, exp_id, run_name, tags={"star.dataset": f"{dataset}/v{ds.version}", "star.feature_set": feature_set, "star.lake": lake.uri}
+        )
+        job_params = {
+            "job.lake_uri": lake.uri,
+            "job.dataset": dataset,
+            "job.dataset_version": ds.version,
+            "job.feature_set": feature_set,
+            "job.run_name": run_name,
+            "data.n_train_videos": len(train_labels),
+            "data.n_test_videos": len(test_labels),
+            "data.feat_dim": feat_dim,
+        }
         tracking.log_config(uri, run_id, cfg, extra=job_params)
-        state = {"run_name": run_name, "mlflow_run_id": run_id, "tracking_uri": uri, "fingerprint": fingerprint, "dataset_version": ds.version, "feature_set": feature_set, "status": "running", "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        state = {
+            "run_name": run_name,
+            "mlflow_run_id": run_id,
+            "tracking_uri": uri,
+            "fingerprint": fingerprint,
+            "dataset_version": ds.version,
+            "feature_set": feature_set,
+            "status": "running",
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         lake.write_json(state_path, state)  # written before fit(): a kill from here on resumes this run
         log.info("run %s: MLflow run %s at %s", run_name, run_id, uri)
 
@@ -201,7 +228,18 @@ def train(cfg: StarConfig, dataset: str, *, dataset_version: int | None = None, 
         "timelines_logged": run.timelines_logged,
         "fail_after_epoch": int(fail_after) if fail_after else None,
     }
-    log.info("training %s v%d (%d train / %d test videos, %d classes, D=%d) on %d worker(s)%s, %d epochs", dataset, ds.version, len(train_labels), len(test_labels), len(ds.classes), feat_dim, res.workers, " with GPUs" if res.gpu else "", cfg.train.epochs)
+    log.info(
+        "training %s v%d (%d train / %d test videos, %d classes, D=%d) on %d worker(s)%s, %d epochs",
+        dataset,
+        ds.version,
+        len(train_labels),
+        len(test_labels),
+        len(ds.classes),
+        feat_dim,
+        res.workers,
+        " with GPUs" if res.gpu else "",
+        cfg.train.epochs,
+    )
 
     ensure_ray(res.ray_address, log_dir=_log_dir(lake, run_name))
     result = _fit(cfg, lake, run_name, loop_config, uri, run_id)
@@ -221,7 +259,9 @@ def _fit(cfg: StarConfig, lake: Lake, run_name: str, loop_config: dict, uri: str
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=use_gpu, resources_per_worker={"CPU": res.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
+        scaling_config=ScalingConfig(
+            num_workers=res.workers, use_gpu=use_gpu, resources_per_worker={"CPU": res.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+        ),
         run_config=RunConfig(
             name=run_name,
             storage_path=lake.path("checkpoints"),  # no protocol: the filesystem is given
@@ -245,7 +285,9 @@ def _fit(cfg: StarConfig, lake: Lake, run_name: str, loop_config: dict, uri: str
     return result
 
 
-def _finish(cfg: StarConfig, dataset: str, lake: Lake, result, state: dict, state_path: str, uri: str, run_id: str, run_name: str) -> TrainResult:
+def _finish(
+    cfg: StarConfig, dataset: str, lake: Lake, result, state: dict, state_path: str, uri: str, run_id: str, run_name: str
+) -> TrainResult:
     """Driver side after fit(): final detector from the checkpoint -> MLflow model, registry, alias."""
     from pathlib import Path
 
@@ -264,7 +306,9 @@ def _finish(cfg: StarConfig, dataset: str, lake: Lake, result, state: dict, stat
             meta = json.loads((Path(d) / META_FILE).read_text())
     if meta["epoch"] < cfg.train.epochs:
         tracking.end_run(uri, run_id, "FAILED")
-        raise RuntimeError(f"run {run_name!r}: the newest complete checkpoint is after epoch {meta['epoch']} of {cfg.train.epochs}; rerun to resume")
+        raise RuntimeError(
+            f"run {run_name!r}: the newest complete checkpoint is after epoch {meta['epoch']} of {cfg.train.epochs}; rerun to resume"
+        )
     detector = StarDetector.from_checkpoint(trainer_state["detector"])
     metrics = {**(meta["history"][-1] if meta["history"] else {}), **meta.get("eval", {})}
     metrics.pop("epoch", None)
@@ -280,8 +324,25 @@ def _finish(cfg: StarConfig, dataset: str, lake: Lake, result, state: dict, stat
     tracking.set_tags(uri, run_id, {"star.model_uri": ref.uri, "star.alias_set": alias_set})
     tracking.end_run(uri, run_id, "FINISHED")
     resumed_from = int((result.metrics or {}).get("resumed_from_epoch", 0))
-    lake.write_json(state_path, {**state, "status": "finished", "model_uri": ref.uri, "model_version": ref.version, "epochs_completed": meta["epoch"], "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    log.info("run %s: %d epochs, test avg mAP@0.1:0.7 %s, model %s%s", run_name, meta["epoch"], "n/a" if score is None else f"{score:.2f}", ref.uri, f" (now @{alias})" if alias_set else "")
+    lake.write_json(
+        state_path,
+        {
+            **state,
+            "status": "finished",
+            "model_uri": ref.uri,
+            "model_version": ref.version,
+            "epochs_completed": meta["epoch"],
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    log.info(
+        "run %s: %d epochs, test avg mAP@0.1:0.7 %s, model %s%s",
+        run_name,
+        meta["epoch"],
+        "n/a" if score is None else f"{score:.2f}",
+        ref.uri,
+        f" (now @{alias})" if alias_set else "",
+    )
     return TrainResult(
         run_id=run_id,
         run_name=run_name,

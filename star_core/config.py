@@ -266,7 +266,8 @@ def load_config(
     if preset:
         if preset not in presets():
             close = difflib.get_close_matches(preset, presets(), n=1)
-            raise ConfigError(f"unknown preset {preset!r}{f' (did you mean {close[0]!r}?)' if close else ''}; shipped: {', '.join(presets())}")
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown preset {preset!r}{hint}; shipped: {', '.join(presets())}")
         tree = _read_tree(PRESETS_DIR / f"{preset}.yaml")
     if path is not None:
         tree = _merge(tree, _read_tree(path))
@@ -316,11 +317,16 @@ def _field_comments(cls: type) -> dict[str, str]:
         source = inspect.getsource(cls)
     except (OSError, TypeError):
         return {}
-    out = {}
+    out, above = {}, ""
     for line in source.splitlines():
-        name, sep, rest = line.strip().partition(":")
-        if sep and name.isidentifier() and "  # " in rest:
-            out[name] = rest.split("  # ", 1)[1].strip()
+        text = line.strip()
+        if text.startswith("# "):  # a comment line above a field documents it when the field has no trailing one
+            above = text[2:]
+            continue
+        name, sep, rest = text.partition(":")
+        if sep and name.isidentifier():
+            out[name] = rest.split("  # ", 1)[1].strip() if "  # " in rest else above
+        above = ""
     return out
 
 

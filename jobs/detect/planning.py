@@ -126,7 +126,9 @@ def select_videos(lake: Lake, inputs: DetectInputs) -> tuple[list[str] | None, d
         ds = datasets.load_dataset(lake, inputs.dataset, inputs.dataset_version)
         videos = [v for v in ds.videos if inputs.split is None or v.split == inputs.split]
         if not videos:
-            raise ValueError(f"dataset {inputs.dataset!r} v{ds.version} has no videos{f' in split {inputs.split!r}' if inputs.split else ''}")
+            raise ValueError(
+                f"dataset {inputs.dataset!r} v{ds.version} has no videos{f' in split {inputs.split!r}' if inputs.split else ''}"
+            )
         return [v.video_id for v in videos], {v.video_id: v for v in videos}
     if inputs.videos:
         from star_core.io.inputs import list_inputs, video_id_from_uri

@@ -145,7 +145,12 @@ class DetectRecorder:
             "videos_selected": len(plan.selected),
         }
         self.run_id = tracking.start_detect_run(
-            tracking_uri, cfg.detect.experiment, run_name=inputs.run_id, params=params, lake=lake, tags={"star.job_run_id": inputs.run_id or ""}
+            tracking_uri,
+            cfg.detect.experiment,
+            run_name=inputs.run_id,
+            params=params,
+            lake=lake,
+            tags={"star.job_run_id": inputs.run_id or ""},
         )
         self.result = DetectRunResult(
             run_id=self.run_id, model_name=model.name, model_version=model.version, model_uri=model.uri, feature_set=feature_set, date=date
@@ -199,8 +204,13 @@ class DetectRecorder:
         ]
         if dets:
             table = detio.detections_to_table(
-                dets, model_name=model.name, model_version=model.version, model_uri=model.uri, run_id=run_id,
-                feature_set=result.feature_set, detected_at=dt.datetime.now(dt.timezone.utc),
+                dets,
+                model_name=model.name,
+                model_version=model.version,
+                model_uri=model.uri,
+                run_id=run_id,
+                feature_set=result.feature_set,
+                detected_at=dt.datetime.now(dt.timezone.utc),
             )
             detio.write_detections(lake, path, table)
             result.files.append(file_uri)
@@ -213,8 +223,14 @@ class DetectRecorder:
             output = file_uri if done and r["labels"] else partition_uri
             manifest.append(
                 manifests.manifest_row(
-                    JOB, run_id, r["video_id"], r["status"], reason=r["reason"], duration_s=r["model_s"],
-                    n_segments=r["n_segments"], output=output,
+                    JOB,
+                    run_id,
+                    r["video_id"],
+                    r["status"],
+                    reason=r["reason"],
+                    duration_s=r["model_s"],
+                    n_segments=r["n_segments"],
+                    output=output,
                 )
             )
             if done:

@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="dataset name (train split to train, test split to evaluate)")
     parser.add_argument("--dataset-version", type=int, default=None, help="dataset version (default: latest)")
     parser.add_argument("--feature-set", default=None, help="feature set (default: the one recorded at import)")
-    parser.add_argument("--json-out", metavar="FILE", default=None, help="write the results as JSON to FILE (main row in `star evaluate` format)")
+    parser.add_argument(
+        "--json-out", metavar="FILE", default=None, help="write the results as JSON to FILE (main row in `star evaluate` format)"
+    )
     setting(parser, "--lake", key="storage.lake_uri")
     setting(parser, "--epochs", key="train.epochs", help="training epochs of every model")
     setting(parser, "--ablation", key="benchmark.ablation")

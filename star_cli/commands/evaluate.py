@@ -29,9 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detections", required=True, help="CSV or Parquet file (or a directory of Parquet files), local path or URI")
     parser.add_argument("--ground-truth", required=True, help="ActivityNet-style ground truth JSON")
     parser.add_argument("--json-out", metavar="FILE", help="write the result JSON to FILE")
-    parser.add_argument("--subset", help="evaluate only ground-truth videos of this subset (train/val/test; 'validation'/'testing' accepted)")
-    parser.add_argument("--exclude-videos", default="", help="comma-separated video ids (or a text file, one per line) left out of the evaluation")
-    parser.add_argument("--ambiguous", help="THUMOS'14 Ambiguous file (video start end): false positives overlapping these segments are ignored")
+    parser.add_argument(
+        "--subset", help="evaluate only ground-truth videos of this subset (train/val/test; 'validation'/'testing' accepted)"
+    )
+    parser.add_argument(
+        "--exclude-videos", default="", help="comma-separated video ids (or a text file, one per line) left out of the evaluation"
+    )
+    parser.add_argument(
+        "--ambiguous", help="THUMOS'14 Ambiguous file (video start end): false positives overlapping these segments are ignored"
+    )
     parser.add_argument("--tiou", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7", help="comma-separated tIoU thresholds; default %(default)s")
     parser.add_argument("--per-class", action="store_true", help="also print AP per class")
 
@@ -133,7 +139,9 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.json_out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps({"map": dict(result.map), **{f"avg_{k.replace(':', '_')}": v for k, v in averages.items()}}, indent=2) + "\n")
+        tmp.write_text(
+            json.dumps({"map": dict(result.map), **{f"avg_{k.replace(':', '_')}": v for k, v in averages.items()}}, indent=2) + "\n"
+        )
         tmp.replace(out)
         log.info("wrote %s", out)
     return 0

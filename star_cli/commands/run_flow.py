@@ -22,7 +22,14 @@ MODES = ("train", "nightly-detect")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("mode", choices=MODES, help="which deployment's flow to run")
-    parser.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE", help="flow parameter (repeatable), e.g. lake_uri=s3://star/lake, epochs=5, resources.workers=2")
+    parser.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="flow parameter (repeatable), e.g. lake_uri=s3://star/lake, epochs=5, resources.workers=2",
+    )
     parser.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
 
@@ -65,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
     known = list(star.parameters.properties)
     unknown = sorted(set(params) - set(known))
     if unknown:
-        raise CommandError(f"unknown flow parameter(s) {', '.join(unknown)}; the star flow takes: {', '.join(k for k in known if k != 'mode')}")
+        raise CommandError(
+            f"unknown flow parameter(s) {', '.join(unknown)}; the star flow takes: {', '.join(k for k in known if k != 'mode')}"
+        )
     summary = star(mode=args.mode, **params)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))

@@ -39,11 +39,15 @@ def run(args: argparse.Namespace) -> int:
     result = train(cfg, args.dataset, dataset_version=args.dataset_version, feature_set=args.feature_set)
     m = result.metrics
     print(f"run {result.run_name}: MLflow run {result.run_id} at {result.tracking_uri}")
-    print(f"epochs: {result.epochs_completed}" + (f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else ""))
+    print(
+        f"epochs: {result.epochs_completed}" + (f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else "")
+    )
     maps = [(k.rsplit("_", 1)[-1], v) for k, v in sorted(m.items()) if k.startswith("test/map_")]
     if maps:
         print("test mAP@tIoU (%): " + "  ".join(f"{t}: {v:.2f}" for t, v in maps))
-        print(f"avg 0.1:0.5 {m.get('test/avg_map_0.1_0.5', float('nan')):.2f} | avg 0.1:0.7 {m.get('test/avg_map_0.1_0.7', float('nan')):.2f}")
+        print(
+            f"avg 0.1:0.5 {m.get('test/avg_map_0.1_0.5', float('nan')):.2f} | avg 0.1:0.7 {m.get('test/avg_map_0.1_0.7', float('nan')):.2f}"
+        )
     alias = "" if not result.alias_set else f" (alias {cfg.train_run.alias} -> this version)"
     print(f"model: {result.model_uri}{alias}")
     print(f"checkpoints: {result.checkpoint_dir}")

@@ -27,13 +27,17 @@ class ModelConfig:
     use_ram: bool = True  # repetition alignment module, Eq. 8-9 (Table 1 "RAM")
     coverage_gate: Literal["vector", "scalar"] = "vector"  # "vector" | "scalar": shape of Z and W_α in Eq. 6 (open point 3)
     position_norm: Literal["unit", "index"] = "unit"  # "unit": positions i/(N-1) in [0,1] and centroid Σα k / Σα (open point 2)
-    assembly_norm: Literal["none", "sum", "count"] = "sum"  # "none" (literal Eq. 1) | "sum" (divide by Σα) | "count" (divide by N) (open point 4)
-    label_order: Literal["frequency", "alphabetical", "first_occurrence"] = "frequency"  # "frequency" (training-set frequency) | "alphabetical" | "first_occurrence" (open point 1)
+    # "none" (literal Eq. 1) | "sum" (divide by Σα) | "count" (divide by N) (open point 4)
+    assembly_norm: Literal["none", "sum", "count"] = "sum"
+    # "frequency" (training-set frequency) | "alphabetical" | "first_occurrence" (open point 1)
+    label_order: Literal["frequency", "alphabetical", "first_occurrence"] = "frequency"
     max_steps: int = 4  # decoding steps at inference (plus EOS); training uses the label count + 1
-    coverage_start: Literal["learned", "neutral"] = "learned"  # centroid used at t=1 (no α_0): "learned" scalar | "neutral" (gate open, COV=1) (open point 2)
+    # centroid used at t=1 (no α_0): "learned" scalar | "neutral" (gate open, COV=1) (open point 2)
+    coverage_start: Literal["learned", "neutral"] = "learned"
     coverage_shared_w: bool = False  # True: Eq. 6 reuses W_α h_{t-1} of Eq. 7 literally; False: own projection W_cov
     energy_temperature: float = 1.0  # α = σ(ê / τ); 1 = paper (beyond-paper option, docs/model.md "Pitfalls")
-    feature_norm: Literal["none", "standardize"] = "none"  # "none" (paper: raw features) | "standardize" (per-dim running mean/std of training segments; beyond paper)
+    # "none" (paper: raw features) | "standardize" (per-dim running mean/std of training segments; beyond paper)
+    feature_norm: Literal["none", "standardize"] = "none"
     ram_init_scale: float = 0.05  # initial W_r in Eq. 8 (RAM_t = W_r Σσ(ê) + b_r)
 
 
@@ -56,7 +60,8 @@ class TrainConfig:
     eval_every_epochs: int = field(default=0, metadata=RESUME_FREE)  # evaluate on the test split every K epochs (0 = only at the end)
     grad_clip_norm: float = 10.0  # clip the global grad norm per stream (0 = off)
     sample_jitter: bool = True  # random offset inside each of the uniform bins when sampling segments
-    checkpoint_every_epochs: int = field(default=0, metadata=RESUME_FREE)  # checkpoint every K epochs (0 = time-based, see next); the last epoch always
+    # checkpoint every K epochs (0 = time-based, see next); the last epoch always
+    checkpoint_every_epochs: int = field(default=0, metadata=RESUME_FREE)
     checkpoint_min_interval_s: float = field(default=60.0, metadata=RESUME_FREE)  # with K = 0: at most one checkpoint per this many seconds
 
 
@@ -71,7 +76,8 @@ class LocalizeConfig:
     min_class_prob: float = 0.1  # classes decoded with lower fused probability are not localized
     nms_tiou: float = 0.5  # per-class NMS threshold
     max_detections_per_video: int = 200  # after NMS
-    threshold_space: ThresholdSpace = "log"  # "log" (min-max of log score) | "rank" (percentile) | "logit" | "linear" (min-max) (open point 7)
+    # "log" (min-max of log score) | "rank" (percentile) | "logit" | "linear" (min-max) (open point 7)
+    threshold_space: ThresholdSpace = "log"
     proposal_score: ProposalScore = "mean"  # "mean" (Eq. 14) | "contrast" (Eq. 14 mean minus mean of the flanks, beyond paper)
     max_steps: int = 0  # decoding steps at detection (0 = the model's max_steps)
     attention_scale: Literal["none", "max"] = "none"  # "max": α / max_i α per stream and step before the λ-fusion | "none": raw α (paper)

@@ -16,7 +16,8 @@ class FeatureConfig:
     segment_frames: int = 16  # frames per non-overlapping segment (one feature step)
     resize_short_side: int = 256  # bilinear resize of the short side before the crop
     crop_size: int = 224  # centre crop
-    flow: FlowMethod = "tvl1"  # "tvl1" (DeepMind's, OpenCV) | "tvl1-torch" (the same in PyTorch, batched, GPU) | "farneback" (fast, quick runs)
+    # "tvl1" (DeepMind's, OpenCV) | "tvl1-torch" (the same in PyTorch, batched, GPU) | "farneback" (fast, quick runs)
+    flow: FlowMethod = "tvl1"
     tail_policy: Literal["pad", "drop"] = "pad"  # trailing partial segment: "pad" (repeat last frame) | "drop"
     feat_dim: int = 1024  # per stream
     batch_segments: int = 8  # segments per I3D forward pass
@@ -30,9 +31,15 @@ class FeatureConfig:
         if self.tail_policy not in ("pad", "drop"):
             raise ValueError(f"features.tail_policy must be 'pad' or 'drop', got {self.tail_policy!r}")
         if self.fps <= 0 or self.segment_frames <= 0 or self.batch_segments <= 0:
-            raise ValueError(f"features: fps, segment_frames and batch_segments must be positive (got {self.fps}, {self.segment_frames}, {self.batch_segments})")
+            raise ValueError(
+                "features: fps, segment_frames and batch_segments must be positive "
+                f"(got {self.fps}, {self.segment_frames}, {self.batch_segments})"
+            )
         if self.crop_size <= 0 or self.resize_short_side < self.crop_size:
-            raise ValueError(f"features: need 0 < crop_size <= resize_short_side, got crop_size={self.crop_size}, resize_short_side={self.resize_short_side}")
+            raise ValueError(
+                "features: need 0 < crop_size <= resize_short_side, "
+                f"got crop_size={self.crop_size}, resize_short_side={self.resize_short_side}"
+            )
 
     def feature_set(self, weights_digest: str = "random") -> str:
         """Name of the feature set; features of different extractor settings never mix."""

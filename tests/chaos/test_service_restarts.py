@@ -26,8 +26,27 @@ def test_s3_server_restarted_mid_extraction(videos_dir, s3_lake_uri, ray_address
 
     def command(run_id: str) -> list[str]:
         return [
-            sys.executable, "-m", "star_cli", "extract", "--ray", "--json", str(videos_dir), "--lake", s3_lake_uri, "--run-id", run_id, "--shard-videos", "1",
-            "--prepare-in-flight", "1", "--set", "features.flow=farneback", "--set", "features.resize_short_side=64", "--set", "features.crop_size=64",
+            sys.executable,
+            "-m",
+            "star_cli",
+            "extract",
+            "--ray",
+            "--json",
+            str(videos_dir),
+            "--lake",
+            s3_lake_uri,
+            "--run-id",
+            run_id,
+            "--shard-videos",
+            "1",
+            "--prepare-in-flight",
+            "1",
+            "--set",
+            "features.flow=farneback",
+            "--set",
+            "features.resize_short_side=64",
+            "--set",
+            "features.crop_size=64",
         ]
 
     env = {**os.environ, "RAY_ADDRESS": ray_address}
@@ -59,7 +78,9 @@ def test_s3_server_restarted_mid_extraction(videos_dir, s3_lake_uri, ray_address
     fs = feature_store.list_feature_sets(lake)
     ids = feature_store.feature_index(lake, fs[0]).column("video_id").to_pylist()
     assert sorted(ids) == sorted(VIDEOS), f"each video exactly once after the rerun: {sorted(ids)}"
-    rerun = {r["input"].rsplit("/", 1)[-1][: -len(".mp4")]: r["status"] for r in manifests.read_manifest(lake, "extract", "s3-rerun").to_pylist()}
+    rerun = {
+        r["input"].rsplit("/", 1)[-1][: -len(".mp4")]: r["status"] for r in manifests.read_manifest(lake, "extract", "s3-rerun").to_pylist()
+    }
     assert rerun == dict.fromkeys(VIDEOS, "skipped"), rerun  # nothing extracted twice
     assert "videos: 1 done" in at_restart or "videos: 2 done" in at_restart  # the restart landed with videos to go
 
@@ -79,8 +100,25 @@ def test_mlflow_server_restarted_mid_training(s3_lake_uri, mlflow_server, ray_ad
     epochs, model = 20, f"chaos-mlflow-{uuid.uuid4().hex[:6]}"  # the MLflow server is shared by the session
     overrides = [f"{k}={v}" for k, v in TINY_MODEL.items() if k != "train.epochs"]
     cmd = [
-        sys.executable, "-m", "star_cli", "train", "--lake", s3_lake_uri, "--dataset", "tiny", "--workers", "1", "--epochs", str(epochs),
-        "--model-name", model, "--experiment", "chaos", "--run-name", "mlflow-restart", *overrides,
+        sys.executable,
+        "-m",
+        "star_cli",
+        "train",
+        "--lake",
+        s3_lake_uri,
+        "--dataset",
+        "tiny",
+        "--workers",
+        "1",
+        "--epochs",
+        str(epochs),
+        "--model-name",
+        model,
+        "--experiment",
+        "chaos",
+        "--run-name",
+        "mlflow-restart",
+        *overrides,
     ]
     env = {**os.environ, "RAY_ADDRESS": ray_address, "MLFLOW_TRACKING_URI": mlflow_server, "PYTHONUNBUFFERED": "1"}
     client = tracking.client(mlflow_server)

@@ -98,8 +98,27 @@ def test_i3d_actor_killed_mid_extraction(videos_dir, ray_address, tmp_path):
     lake_uri = str(tmp_path / "lake")
     def command(run_id: str) -> list[str]:
         return [
-            sys.executable, "-m", "star_cli", "extract", "--ray", "--json", str(videos_dir), "--lake", lake_uri, "--run-id", run_id, "--shard-videos", "1",
-            "--prepare-in-flight", "1", "--set", "features.flow=farneback", "--set", "features.resize_short_side=64", "--set", "features.crop_size=64",
+            sys.executable,
+            "-m",
+            "star_cli",
+            "extract",
+            "--ray",
+            "--json",
+            str(videos_dir),
+            "--lake",
+            lake_uri,
+            "--run-id",
+            run_id,
+            "--shard-videos",
+            "1",
+            "--prepare-in-flight",
+            "1",
+            "--set",
+            "features.flow=farneback",
+            "--set",
+            "features.resize_short_side=64",
+            "--set",
+            "features.crop_size=64",
         ]
 
     cmd = command("chaos-kill")
@@ -122,7 +141,9 @@ def test_i3d_actor_killed_mid_extraction(videos_dir, ray_address, tmp_path):
     assert sorted((r["input"].rsplit("/", 1)[-1], r["status"]) for r in rows) == [(f"{v}.mp4", "done") for v in sorted(VIDEOS)], rows
 
     # A rerun finds everything done: nothing extracted twice.
-    again = subprocess.run(command("chaos-rerun"), cwd=REPO, env={**os.environ, "RAY_ADDRESS": ray_address}, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        command("chaos-rerun"), cwd=REPO, env={**os.environ, "RAY_ADDRESS": ray_address}, capture_output=True, text=True, timeout=600
+    )
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert sorted(feature_store.feature_index(lake, fs[0]).column("video_id").to_pylist()) == sorted(VIDEOS)
     rerun = [r["status"] for r in manifests.read_manifest(lake, "extract", "chaos-rerun").to_pylist()]
@@ -138,8 +159,17 @@ def test_training_worker_killed_mid_epoch(ray_address, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     lake, *_ = make_tiny_dataset(str(tmp_path / "lake"), n_train=8, n_test=4)
     epochs = 40
-    cfg = tiny_config(**{"train.epochs": epochs, "train.checkpoint_every_epochs": 5, "storage.lake_uri": lake.uri, "resources.workers": 1,
-                         "train_run.run_name": "chaos", "train_run.model_name": "chaos", "train_run.max_failures": 1})
+    cfg = tiny_config(
+        **{
+            "train.epochs": epochs,
+            "train.checkpoint_every_epochs": 5,
+            "storage.lake_uri": lake.uri,
+            "resources.workers": 1,
+            "train_run.run_name": "chaos",
+            "train_run.model_name": "chaos",
+            "train_run.max_failures": 1,
+        }
+    )
     result: dict = {}
 
     def run() -> None:
@@ -198,8 +228,25 @@ def test_detect_actor_killed_mid_detection(ray_address, tmp_path, monkeypatch):
     tracking.end_run(uri, run)
 
     def command(run_id: str) -> list[str]:
-        return [sys.executable, "-m", "star_cli", "detect", "--lake", lake_uri, "--model", ref.uri, "--batch-size", "1", "--date", "2026-11-20",
-                "--run-id", run_id, "--timelines", "0", "--json"]
+        return [
+            sys.executable,
+            "-m",
+            "star_cli",
+            "detect",
+            "--lake",
+            lake_uri,
+            "--model",
+            ref.uri,
+            "--batch-size",
+            "1",
+            "--date",
+            "2026-11-20",
+            "--run-id",
+            run_id,
+            "--timelines",
+            "0",
+            "--json",
+        ]
 
     env = {**os.environ, "RAY_ADDRESS": ray_address}
     log_path = tmp_path / "detect.log"

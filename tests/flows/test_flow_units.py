@@ -15,7 +15,9 @@ def test_resolve_lake_uri_param_env_and_relative(monkeypatch, tmp_path):
 
     monkeypatch.delenv("STAR_LAKE_URI", raising=False)
     monkeypatch.setattr(params, "worker_start_dirs", lambda: [str(tmp_path)])
-    with pytest.raises(ValueError, match=f"STAR_LAKE_URI.*start the worker in the directory holding ./star-lake \\(looked in {tmp_path}\\)"):
+    with pytest.raises(
+        ValueError, match=f"STAR_LAKE_URI.*start the worker in the directory holding ./star-lake \\(looked in {tmp_path}\\)"
+    ):
         resolve_lake_uri(None)
     (tmp_path / "star-lake").mkdir()  # the quickstart: `star demo` ran where the worker starts
     assert resolve_lake_uri(None) == str(tmp_path / "star-lake")
@@ -81,14 +83,37 @@ def test_map_table_markdown():
 
 def test_train_and_detect_markdown_carry_the_numbers():
     train = {
-        "mode": "train", "dataset": "toy", "dataset_version": 2, "lake_uri": "s3://star/l", "feature_set": "fs", "videos": 8,
-        "videos_train": 6, "videos_test": 2, "videos_with_features": 8, "extract": {"done": 0, "failed": 1, "failures": [{"input": "s3://v/bad.mp4", "reason": "DecodeError"}]},
-        "model": {"name": "star", "version": "3", "alias": "champion", "alias_set": True}, "map": {"0.1": 12.5}, "avg_0.1_0.5": 12.5, "avg_0.1_0.7": 9.0,
+        "mode": "train",
+        "dataset": "toy",
+        "dataset_version": 2,
+        "lake_uri": "s3://star/l",
+        "feature_set": "fs",
+        "videos": 8,
+        "videos_train": 6,
+        "videos_test": 2,
+        "videos_with_features": 8,
+        "extract": {"done": 0, "failed": 1, "failures": [{"input": "s3://v/bad.mp4", "reason": "DecodeError"}]},
+        "model": {"name": "star", "version": "3", "alias": "champion", "alias_set": True},
+        "map": {"0.1": 12.5},
+        "avg_0.1_0.5": 12.5,
+        "avg_0.1_0.7": 9.0,
     }
     md = report.train_markdown(train)
     assert "toy v2" in md and "`star` version 3" in md and "`@champion` moved to this version" in md
     assert "| 12.50 | 12.50 | 9.00 |" in md and "s3://v/bad.mp4" in md
-    det = {"mode": "nightly-detect", "model_uri": "models:/star@champion", "model_name": "star", "model_version": "3", "detect": {"done": 4, "failed": 1, "skipped": 7, "detections": 19, "outputs": ["s3://star/l/detections/model=star-v3/date=2026-11-28"]}}
+    det = {
+        "mode": "nightly-detect",
+        "model_uri": "models:/star@champion",
+        "model_name": "star",
+        "model_version": "3",
+        "detect": {
+            "done": 4,
+            "failed": 1,
+            "skipped": 7,
+            "detections": 19,
+            "outputs": ["s3://star/l/detections/model=star-v3/date=2026-11-28"],
+        },
+    }
     md = report.detect_markdown(det)
     assert "4 videos processed, 1 failed, 7 already done" in md and "detections written: 19" in md and "date=2026-11-28" in md
     assert report.counts_rows(det) == [{"step": "detect", "done": 4, "failed": 1, "skipped": 7}]
@@ -98,7 +123,7 @@ def test_run_flow_param_parsing():
     from star_cli.cli import CommandError
     from star_cli.commands.run_flow import parse_params
 
-    got = parse_params(["epochs=5", "lake_uri=s3://star/lake", "resources.workers=2", "resources.gpu=true", "overrides=[\"train.lr=0.001\"]"])
+    got = parse_params(["epochs=5", "lake_uri=s3://star/lake", "resources.workers=2", "resources.gpu=true", 'overrides=["train.lr=0.001"]'])
     assert got == {"epochs": 5, "lake_uri": "s3://star/lake", "resources": {"workers": 2, "gpu": True}, "overrides": ["train.lr=0.001"]}
     with pytest.raises(CommandError, match="KEY=VALUE"):
         parse_params(["epochs"])

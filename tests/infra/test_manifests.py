@@ -226,7 +226,10 @@ def _parse_star(argv: list[str], where: str) -> argparse.Namespace:
         argv = ["star", *argv[3:]]
     assert argv[0] == "star" and argv[1] in COMMANDS, f"{where}: {argv[:2]} is not a star command"
     parser = build_parser(argv[1])
-    parser.exit = lambda status=0, message=None: pytest.fail(f"{where}: star {argv[1]} rejects {argv[2:]}: {message}")  # type: ignore[method-assign]
+    def refuse(status=0, message=None):
+        pytest.fail(f"{where}: star {argv[1]} rejects {argv[2:]}: {message}")
+
+    parser.exit = refuse  # type: ignore[method-assign]
     return parser.parse_args(argv[2:])
 
 
@@ -264,7 +267,9 @@ def test_ray_job_submit_commands_are_star_commands():
 
 
 # ----- basic Kubernetes checks -----------------------------------------------------------------------
-@pytest.mark.parametrize("name,doc", DOCS, ids=[f"{f}:{d['kind']}:{d['metadata'].get('name') or d['metadata'].get('generateName')}" for f, d in DOCS])
+@pytest.mark.parametrize(
+    "name,doc", DOCS, ids=[f"{f}:{d['kind']}:{d['metadata'].get('name') or d['metadata'].get('generateName')}" for f, d in DOCS]
+)
 def test_kubernetes_basics(name, doc):
     assert doc["apiVersion"] == API_VERSIONS[doc["kind"]]
     meta = doc["metadata"]
@@ -327,12 +332,16 @@ def test_deployments_select_their_pods_and_services_reach_them():
         selector, labels = d["spec"]["selector"]["matchLabels"], d["spec"]["template"]["metadata"]["labels"]
         assert selector.items() <= labels.items(), f"Deployment {name}: selector does not match its pod labels"
     for name, svc in _named("Service").items():
-        matched = [d for d in deployments.values() if svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        matched = [
+            d for d in deployments.values() if svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
         assert matched, f"Service {name} selects no Deployment"
         containers = [c for d in matched for c in d["spec"]["template"]["spec"]["containers"]]
         for port in svc["spec"]["ports"]:
             target = port.get("targetPort", port["port"])
-            known = {p.get("name") for c in containers for p in c.get("ports", [])} | {p["containerPort"] for c in containers for p in c.get("ports", [])}
+            known = {p.get("name") for c in containers for p in c.get("ports", [])} | {
+                p["containerPort"] for c in containers for p in c.get("ports", [])
+            }
             assert target in known, f"Service {name}: targetPort {target} is no container port"
 
 
@@ -344,7 +353,10 @@ def test_rbac_references_and_rayjob_permissions():
     runner = _base_job_template()["variables"]["properties"]["service_account_name"]["default"]
     (binding,) = [b for b in _named("RoleBinding").values() if any(s["name"] == runner for s in b["subjects"])]
     rules = roles[binding["roleRef"]["name"]]["rules"]
-    assert any("ray.io" in r["apiGroups"] and "rayjobs" in r["resources"] and {"create", "get", "watch", "delete"} <= set(r["verbs"]) for r in rules)
+    assert any(
+        "ray.io" in r["apiGroups"] and "rayjobs" in r["resources"] and {"create", "get", "watch", "delete"} <= set(r["verbs"])
+        for r in rules
+    )
     worker = _named("Deployment")["prefect-worker"]["spec"]["template"]["spec"]
     (wbinding,) = [b for b in _named("RoleBinding").values() if any(s["name"] == worker["serviceAccountName"] for s in b["subjects"])]
     wrules = roles[wbinding["roleRef"]["name"]]["rules"]
@@ -373,7 +385,9 @@ def test_prefect_worker_and_base_job_template():
     env = {e["name"]: e for e in container["env"]}
     head_svc = f"{_named('RayCluster')['star']['metadata']['name']}-head-svc"  # KubeRay's head Service name
     assert env["RAY_ADDRESS"]["value"] == f"ray://{head_svc}.{NAMESPACE}.svc.cluster.local:10001"
-    client_ports = {p["containerPort"] for p in _named("RayCluster")["star"]["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]}
+    client_ports = {
+        p["containerPort"] for p in _named("RayCluster")["star"]["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]
+    }
     assert 10001 in client_ports
     assert env["RAY_AUTH_MODE"]["value"] == _named("RayCluster")["star"]["spec"]["authOptions"]["mode"]
     # placeholders name declared variables
@@ -397,7 +411,9 @@ def test_base_job_template_renders_with_prefect_kubernetes():
 
     template = _base_job_template()
     values = {k: v.get("default") for k, v in template["variables"]["properties"].items() if "default" in v}
-    config = worker.KubernetesWorkerJobConfiguration(**apply_values(template["job_configuration"], {**values, "env": {}, "labels": {}, "annotations": {}}))
+    config = worker.KubernetesWorkerJobConfiguration(
+        **apply_values(template["job_configuration"], {**values, "env": {}, "labels": {}, "annotations": {}})
+    )
     assert config.job_manifest["metadata"]["namespace"] == NAMESPACE
 
 
@@ -527,7 +543,7 @@ def test_dockerfile_torch_variant_and_entrypoint():
     (torch_pin,) = [d for d in PYPROJECT["project"]["dependencies"] if d.startswith("torch")]
     assert args["TORCH_VERSION"] == torch_pin.split("==")[1] == "2.13.0"
     runs = " ".join(rest for op, rest in ops if op == "RUN")
-    assert 'download.pytorch.org/whl/${TORCH_VARIANT}' in runs and '"torch==${TORCH_VERSION}"' in runs
+    assert "download.pytorch.org/whl/${TORCH_VARIANT}" in runs and '"torch==${TORCH_VERSION}"' in runs
     assert "cpu|cu128" in runs  # other values are refused
     (entrypoint,) = [json.loads(rest) for op, rest in ops if op == "ENTRYPOINT"]
     assert entrypoint[-1] == "star" and "star" in PYPROJECT["project"]["scripts"]

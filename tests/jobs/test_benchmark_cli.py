@@ -16,7 +16,18 @@ from star_core.io.lake import Lake
 from star_core.metrics import evaluate_detections
 
 # Small model and a learning rate for a few dozen steps (the paper's 1e-4 needs far more steps).
-FAST = ["--set", "train.lr=3e-3", "--set", "train.batch_size=4", "--set", "model.hidden_dim=64", "--set", "model.attn_dim=32", "--threads", "1"]
+FAST = [
+    "--set",
+    "train.lr=3e-3",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "model.hidden_dim=64",
+    "--set",
+    "model.attn_dim=32",
+    "--threads",
+    "1",
+]
 
 
 def _chance_map(lake: Lake, dataset: str, seed: int = 0, draws: int = 5) -> float:
@@ -79,10 +90,39 @@ def test_benchmark_end_to_end_json(small_lake, capsys):
 def test_benchmark_ablation_rows(small_lake):
     tmp, lake = small_lake
     out = tmp / "ablation.json"
-    assert main(["benchmark", "--lake", lake, "--dataset", "th14-small", "--epochs", "2", "--ablation", "--no-baseline", "--processes", "2", "--json-out", str(out), *FAST]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--lake",
+                lake,
+                "--dataset",
+                "th14-small",
+                "--epochs",
+                "2",
+                "--ablation",
+                "--no-baseline",
+                "--processes",
+                "2",
+                "--json-out",
+                str(out),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     doc = json.loads(out.read_text())
     names = [r["name"] for r in doc["ablation"]]
-    assert names[:8] == ["stem", "stem + Sparsity", "stem + Coverage", "stem + RAM", "stem + Sparsity + Coverage", "stem + Sparsity + RAM", "stem + Coverage + RAM", "stem + Sparsity + Coverage + RAM"]
+    assert names[:8] == [
+        "stem",
+        "stem + Sparsity",
+        "stem + Coverage",
+        "stem + RAM",
+        "stem + Sparsity + Coverage",
+        "stem + Sparsity + RAM",
+        "stem + Coverage + RAM",
+        "stem + Sparsity + Coverage + RAM",
+    ]
     assert names[8:] == ["Attention", "ST-GradCAM", "Attended ST-GradCAM"]
     assert doc["baseline"] is None and doc["worker_peak_rss_mb"] > 50  # Table 1 trained in 2 worker processes
     assert doc["ablation"][-4]["settings"]["same_as"] == "main" and doc["ablation"][-4]["map"] == doc["map"]
@@ -93,9 +133,21 @@ def test_benchmark_ablation_rows(small_lake):
 def test_module_switches():
     base = StarConfig()
     stem = module_config(base, ())
-    assert (stem.model.use_coverage, stem.model.use_ram, stem.loss.beta_sparsity, stem.loss.gamma_coverage, stem.loss.delta_ram) == (False, False, 0.0, 0.0, 0.0)
+    assert (stem.model.use_coverage, stem.model.use_ram, stem.loss.beta_sparsity, stem.loss.gamma_coverage, stem.loss.delta_ram) == (
+        False,
+        False,
+        0.0,
+        0.0,
+        0.0,
+    )
     full = module_config(stem, ("sparsity", "coverage", "ram"))  # weights off in the base come back at the paper's values
-    assert (full.model.use_coverage, full.model.use_ram, full.loss.beta_sparsity, full.loss.gamma_coverage, full.loss.delta_ram) == (True, True, 1e-4, 1e-4, 1e-6)
+    assert (full.model.use_coverage, full.model.use_ram, full.loss.beta_sparsity, full.loss.gamma_coverage, full.loss.delta_ram) == (
+        True,
+        True,
+        1e-4,
+        1e-4,
+        1e-6,
+    )
     assert len(set(TABLE1)) == 8
     with pytest.raises(ValueError, match="unknown modules"):
         module_config(base, ("dropout",))

@@ -53,7 +53,15 @@ def tiny_config(epochs: int = 5) -> StarConfig:
     """A small STAR that learns the synthetic classes in a few epochs (high lr: few steps)."""
     return replace(
         StarConfig(),
-        **{"train.epochs": epochs, "train.lr": 2e-2, "train.batch_size": 2, "train.sample_segments": 0, "model.hidden_dim": 16, "model.attn_dim": 8, "model.label_embed_dim": 4},
+        **{
+            "train.epochs": epochs,
+            "train.lr": 2e-2,
+            "train.batch_size": 2,
+            "train.sample_segments": 0,
+            "model.hidden_dim": 16,
+            "model.attn_dim": 8,
+            "model.label_embed_dim": 4,
+        },
     )
 
 
@@ -168,8 +176,16 @@ def test_detect_on_s3_with_registry_incremental(s3_lake_uri, ray_address, mlflow
     _write_corrupt_length(lake, bad_len)
     no_features = VideoLabels("nofeat", "test", ("Diving",), (1,))
     datasets.save_dataset(lake, "toy", CLASSES, [p[1] for p in pairs] + [gt_nan, gt_len, no_features])
-    cfg = replace(StarConfig(), **{"storage.lake_uri": s3_lake_uri, "detect.model_uri": f"models:/{name}@champion", "resources.ray_address": ray_address,
-                                   "detect.batch_size": 4, "detect.timelines_logged": 2})
+    cfg = replace(
+        StarConfig(),
+        **{
+            "storage.lake_uri": s3_lake_uri,
+            "detect.model_uri": f"models:/{name}@champion",
+            "resources.ray_address": ray_address,
+            "detect.batch_size": 4,
+            "detect.timelines_logged": 2,
+        },
+    )
     base = DetectInputs(dataset="toy")
 
     # --- first run: 5 processed, 2 corrupt rows reported, 1 video without features skipped
@@ -244,7 +260,21 @@ def test_detect_on_s3_with_registry_incremental(s3_lake_uri, ray_address, mlflow
 
 
 def test_job_result_summary_mentions_counts_and_failures():
-    r = DetectRunResult(run_id="abc", model_name="star", model_version="2", model_uri="models:/star/2", feature_set="fs", date=DATE1, processed=3, failed=1, skipped=2, detections_written=9, segments_processed=90, elapsed_s=3.0, failures=[("v9", "ValueError: NaN")])
+    r = DetectRunResult(
+        run_id="abc",
+        model_name="star",
+        model_version="2",
+        model_uri="models:/star/2",
+        feature_set="fs",
+        date=DATE1,
+        processed=3,
+        failed=1,
+        skipped=2,
+        detections_written=9,
+        segments_processed=90,
+        elapsed_s=3.0,
+        failures=[("v9", "ValueError: NaN")],
+    )
     text = r.summary()
     assert "3 processed, 1 failed, 2 skipped" in text and "v9: ValueError: NaN" in text and "1.33 videos/s" in text
     assert r.to_dict()["segments_per_s"] == pytest.approx(30.0)
@@ -273,7 +303,9 @@ def test_detect_videos_extracts_missing_features_first(tmp_path, ray_address, mo
     ref = tracking.log_detector(uri, run_id, detector, "vstar")
     tracking.end_run(uri, run_id)
     features = FeatureConfig(flow="farneback", resize_short_side=64, crop_size=64, batch_segments=8)
-    cfg = replace(StarConfig(features=features), **{"storage.lake_uri": lake_uri, "detect.model_uri": ref.uri, "resources.ray_address": ray_address})
+    cfg = replace(
+        StarConfig(features=features), **{"storage.lake_uri": lake_uri, "detect.model_uri": ref.uri, "resources.ray_address": ray_address}
+    )
     inputs = DetectInputs(videos=str(videos), date=DATE1)
 
     r = detect(cfg, inputs)
@@ -282,7 +314,11 @@ def test_detect_videos_extracts_missing_features_first(tmp_path, ray_address, mo
     lake = Lake(lake_uri)
     assert r.feature_set in feature_store.list_feature_sets(lake)
     manifest = manifests.read_manifest(lake, "detect", r.run_id)
-    assert dict(zip(manifest.column("input").to_pylist(), manifest.column("status").to_pylist())) == {"clip_a": "done", "clip_b": "done", "broken": "failed"}
+    assert dict(zip(manifest.column("input").to_pylist(), manifest.column("status").to_pylist())) == {
+        "clip_a": "done",
+        "clip_b": "done",
+        "broken": "failed",
+    }
     rows = _parquet_rows(lake, _detection_files(lake)) if _detection_files(lake) else schemas.DETECTIONS.empty_table()
     assert rows.num_rows == r.detections_written and set(rows.column("video_id").to_pylist()) <= {"clip_a", "clip_b"}
 

@@ -14,7 +14,15 @@ from star_core.metrics import load_activitynet_gt
 GT = {
     "version": "t",
     "database": {
-        "v1": {"subset": "test", "duration": 100.0, "annotations": [{"segment": [0.0, 10.0], "label": "A"}, {"segment": [20.0, 30.0], "label": "A"}, {"segment": [40.0, 50.0], "label": "B"}]},
+        "v1": {
+            "subset": "test",
+            "duration": 100.0,
+            "annotations": [
+                {"segment": [0.0, 10.0], "label": "A"},
+                {"segment": [20.0, 30.0], "label": "A"},
+                {"segment": [40.0, 50.0], "label": "B"},
+            ],
+        },
         "v2": {"subset": "test", "duration": 50.0, "annotations": [{"segment": [0.0, 10.0], "label": "A"}]},
         "v3": {"subset": "validation", "duration": 50.0, "annotations": [{"segment": [0.0, 10.0], "label": "B"}]},
     },
@@ -48,7 +56,9 @@ def _star(capsys, *argv):
 
 def test_csv_and_parquet_give_the_hand_computed_map(tmp_path, gt_path, capsys):
     out_json = tmp_path / "out" / "map.json"
-    code, out, _ = _star(capsys, "evaluate", "--detections", _csv(tmp_path, ROWS), "--ground-truth", gt_path, "--json-out", str(out_json), "--subset", "test")
+    code, out, _ = _star(
+        capsys, "evaluate", "--detections", _csv(tmp_path, ROWS), "--ground-truth", gt_path, "--json-out", str(out_json), "--subset", "test"
+    )
     assert code == 0
     res = json.loads(out_json.read_text())
     assert set(res) == {"map", "avg_0.1_0.5", "avg_0.1_0.7"}
@@ -63,10 +73,32 @@ def test_csv_and_parquet_give_the_hand_computed_map(tmp_path, gt_path, capsys):
     pdir.mkdir(parents=True)
     pq.write_table(table.append_column("model_version", pa.array(["1"] * len(ROWS))), pdir / "part-0.parquet")
     out2 = tmp_path / "map2.json"
-    code, _, _ = _star(capsys, "evaluate", "--detections", str(tmp_path / "dets_parquet"), "--ground-truth", gt_path, "--json-out", str(out2), "--subset", "test")
+    code, _, _ = _star(
+        capsys,
+        "evaluate",
+        "--detections",
+        str(tmp_path / "dets_parquet"),
+        "--ground-truth",
+        gt_path,
+        "--json-out",
+        str(out2),
+        "--subset",
+        "test",
+    )
     assert code == 0 and json.loads(out2.read_text()) == res
     pq.write_table(table, tmp_path / "one.parquet")
-    code, _, _ = _star(capsys, "evaluate", "--detections", str(tmp_path / "one.parquet"), "--ground-truth", gt_path, "--json-out", str(out2), "--subset", "test")
+    code, _, _ = _star(
+        capsys,
+        "evaluate",
+        "--detections",
+        str(tmp_path / "one.parquet"),
+        "--ground-truth",
+        gt_path,
+        "--json-out",
+        str(out2),
+        "--subset",
+        "test",
+    )
     assert code == 0 and json.loads(out2.read_text()) == res
 
 
@@ -75,7 +107,22 @@ def test_protocol_options(tmp_path, gt_path, capsys):
     amb.write_text("v1  60.0 70.0\n")
     rows = ROWS + [("v1", "B", 61.0, 69.0, 0.99), ("v2", "B", 0.0, 5.0, 0.98)]
     out = tmp_path / "m.json"
-    code, _, _ = _star(capsys, "evaluate", "--detections", _csv(tmp_path, rows), "--ground-truth", gt_path, "--json-out", str(out), "--subset", "test", "--ambiguous", str(amb), "--exclude-videos", "v2")
+    code, _, _ = _star(
+        capsys,
+        "evaluate",
+        "--detections",
+        _csv(tmp_path, rows),
+        "--ground-truth",
+        gt_path,
+        "--json-out",
+        str(out),
+        "--subset",
+        "test",
+        "--ambiguous",
+        str(amb),
+        "--exclude-videos",
+        "v2",
+    )
     assert code == 0
     res = json.loads(out.read_text())
     # v2 excluded (its A GT and B FP gone); the B FP in the Ambiguous segment is ignored:
@@ -84,7 +131,14 @@ def test_protocol_options(tmp_path, gt_path, capsys):
 
 
 def test_bad_inputs_give_one_clear_line(tmp_path, gt_path, capsys):
-    code, _, err = _star(capsys, "evaluate", "--detections", _csv(tmp_path, [("v1", "A", 0, 1)], header="video_id,label,t_start_s,t_end_s"), "--ground-truth", gt_path)
+    code, _, err = _star(
+        capsys,
+        "evaluate",
+        "--detections",
+        _csv(tmp_path, [("v1", "A", 0, 1)], header="video_id,label,t_start_s,t_end_s"),
+        "--ground-truth",
+        gt_path,
+    )
     assert code == 2 and "missing column(s) ['score']" in err
     code, _, err = _star(capsys, "evaluate", "--detections", _csv(tmp_path, [("v1", "A", "x", 1, 0.5)]), "--ground-truth", gt_path)
     assert code == 2 and "row 1" in err
@@ -102,8 +156,20 @@ def test_real_thumos_ground_truth_perfect_detections(tmp_path, data_dir, capsys)
     out = tmp_path / "m.json"
     amb = data_dir / "thumos14" / "wtalc_Thumos14reduced-Annotations" / "Ambiguous_test.txt"
     code, _, _ = _star(
-        capsys, "evaluate", "--detections", _csv(tmp_path, rows), "--ground-truth", str(gt), "--json-out", str(out), "--subset", "test",
-        "--exclude-videos", "video_test_0000270,video_test_0001496", "--ambiguous", str(amb),
+        capsys,
+        "evaluate",
+        "--detections",
+        _csv(tmp_path, rows),
+        "--ground-truth",
+        str(gt),
+        "--json-out",
+        str(out),
+        "--subset",
+        "test",
+        "--exclude-videos",
+        "video_test_0000270,video_test_0001496",
+        "--ambiguous",
+        str(amb),
     )
     assert code == 0
     res = json.loads(out.read_text())
@@ -112,12 +178,36 @@ def test_real_thumos_ground_truth_perfect_detections(tmp_path, data_dir, capsys)
 
 def test_tiou_prints_only_what_was_asked(tmp_path, gt_path, capsys):
     out_json = tmp_path / "m.json"
-    code, out, _ = _star(capsys, "evaluate", "--detections", _csv(tmp_path, ROWS), "--ground-truth", gt_path, "--subset", "test", "--tiou", "0.5", "--json-out", str(out_json))
+    code, out, _ = _star(
+        capsys,
+        "evaluate",
+        "--detections",
+        _csv(tmp_path, ROWS),
+        "--ground-truth",
+        gt_path,
+        "--subset",
+        "test",
+        "--tiou",
+        "0.5",
+        "--json-out",
+        str(out_json),
+    )
     assert code == 0
     head, row = [line for line in out.splitlines() if line.startswith(("tIoU", "mAP"))]
     assert head.split() == ["tIoU", "0.5"] and "avg" not in out
     assert row.split()[-1] == f"{(100 * 5 / 9 + 100) / 2:.2f}"
     assert json.loads(out_json.read_text()) == {"map": {"0.5": pytest.approx((100 * 5 / 9 + 100) / 2)}}
     # the first five thresholds: the 0.1:0.5 average, not the 0.1:0.7 one
-    code, out, _ = _star(capsys, "evaluate", "--detections", _csv(tmp_path, ROWS), "--ground-truth", gt_path, "--subset", "test", "--tiou", "0.1,0.2,0.3,0.4,0.5")
+    code, out, _ = _star(
+        capsys,
+        "evaluate",
+        "--detections",
+        _csv(tmp_path, ROWS),
+        "--ground-truth",
+        gt_path,
+        "--subset",
+        "test",
+        "--tiou",
+        "0.1,0.2,0.3,0.4,0.5",
+    )
     assert "avg0.1:0.5" in out and "0.1:0.7" not in out

@@ -25,8 +25,31 @@ def test_bad_extract_settings_are_rejected_naming_them():
 
 
 def test_command_line_maps_onto_the_config():
-    args = _parse(["s3://a/", "@l.txt", "--lake", "s3://b/lake", "--set", "features.crop_size=112", "--cpu", "--actors", "2", "--limit", "5",
-                   "--shard-videos", "4", "--ray", "--max-retries", "1", "--prepare-in-flight", "3", "--prepare-cpus", "2", "--fail-on-error"])
+    args = _parse(
+        [
+            "s3://a/",
+            "@l.txt",
+            "--lake",
+            "s3://b/lake",
+            "--set",
+            "features.crop_size=112",
+            "--cpu",
+            "--actors",
+            "2",
+            "--limit",
+            "5",
+            "--shard-videos",
+            "4",
+            "--ray",
+            "--max-retries",
+            "1",
+            "--prepare-in-flight",
+            "3",
+            "--prepare-cpus",
+            "2",
+            "--fail-on-error",
+        ]
+    )
     cfg = load(args)
     assert args.inputs == ["s3://a/", "@l.txt"] and cfg.storage.lake_uri == "s3://b/lake"
     assert cfg.features.crop_size == 112 and cfg.resources.gpu is False and cfg.resources.actors == 2
@@ -39,7 +62,9 @@ def test_the_lake_comes_from_the_config_unless_a_flag_names_one(tmp_path):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("storage:\n  lake_uri: s3://configured/lake\n")
     assert load(_parse(["x", "--config", str(cfg_file)])).storage.lake_uri == "s3://configured/lake"
-    assert load(_parse(["x", "--config", str(cfg_file), "--lake", "./star-lake"])).storage.lake_uri == "./star-lake"  # equal to the default, still wins
+    assert (
+        load(_parse(["x", "--config", str(cfg_file), "--lake", "./star-lake"])).storage.lake_uri == "./star-lake"
+    )  # equal to the default, still wins
 
 
 def test_feature_set_follows_the_extractor_rule():

@@ -63,8 +63,16 @@ def reference(archive):
 def _run(archive, lake_uri: str, ray_address: str, inputs=None, run_id: str | None = None) -> ExtractRunResult:
     from star_core.config import StarConfig, replace
 
-    cfg = replace(StarConfig(features=FEATURES), **{"storage.lake_uri": lake_uri, "resources.ray_address": ray_address, "extract.shard_videos": 2,
-                                                    "extract.max_retries": 2, "extract.progress_every_s": 2.0})
+    cfg = replace(
+        StarConfig(features=FEATURES),
+        **{
+            "storage.lake_uri": lake_uri,
+            "resources.ray_address": ray_address,
+            "extract.shard_videos": 2,
+            "extract.max_retries": 2,
+            "extract.progress_every_s": 2.0,
+        },
+    )
     return extract(cfg, archive["videos"] if inputs is None else inputs, run_id=run_id)
 
 
@@ -151,8 +159,22 @@ def test_crashed_workers_are_retried_without_duplicate_rows(archive, reference, 
 def test_a_killed_run_started_again_does_only_what_is_missing(archive, reference, ray_address, s3_lake_uri):
     lake = Lake(s3_lake_uri)
     features_dir = lake.features_dir(feature_set_of(FEATURES))
-    cmd = [sys.executable, "-m", "star_cli", "extract", "--ray", archive["videos"], "--lake", s3_lake_uri, "--run-id", "killed", "--shard-videos", "1",
-           "--prepare-in-flight", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "star_cli",
+        "extract",
+        "--ray",
+        archive["videos"],
+        "--lake",
+        s3_lake_uri,
+        "--run-id",
+        "killed",
+        "--shard-videos",
+        "1",
+        "--prepare-in-flight",
+        "1",
+    ]
     for item in OVERRIDES:
         cmd += ["--set", item]
     proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -198,10 +220,23 @@ def test_bad_configs_are_clear_errors_and_missing_inputs_are_recorded(tmp_path):
     bad = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("star extract: error: ") and "invalid shard_videos=0" in bad.stderr
     # only missing inputs: the run records them (no Ray needed); --fail-on-error turns that into exit 1
-    cmd = [sys.executable, "-m", "star_cli", "extract", "--ray", str(tmp_path / "none"), "--lake", lake, "--run-id", "gone", "--fail-on-error", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "star_cli",
+        "extract",
+        "--ray",
+        str(tmp_path / "none"),
+        "--lake",
+        lake,
+        "--run-id",
+        "gone",
+        "--fail-on-error",
+        "--json",
+    ]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1, out.stderr[-2000:]
-    summary = json.loads(out.stdout[out.stdout.index("{"):])  # --json: the summary, indented
+    summary = json.loads(out.stdout[out.stdout.index("{") :])  # --json: the summary, indented
     assert (summary["done"], summary["failed"]) == (0, 1)
     assert summary["failures"][0]["input"] == str(tmp_path / "none") and "does not exist" in summary["failures"][0]["reason"]
     rows = manifests.read_manifest(Lake(lake), "extract", "gone").to_pylist()

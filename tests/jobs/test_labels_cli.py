@@ -56,7 +56,9 @@ def test_errors_exit_2_with_row_numbers(tmp_path, capsys):
     assert "line 2: counts give no number for label 'Y'" in err and "line 3: duplicate video 'a' (first on line 2)" in err
     code, _, err = _star(capsys, "labels", "import", str(tmp_path / "missing.csv"), "--lake", str(tmp_path / "lake"), "--dataset", "d")
     assert code == 2 and "does not exist" in err
-    code, _, err = _star(capsys, "labels", "import", str(bad), "--lake", str(tmp_path / "lake"), "--dataset", "d", "--split-map", "dev=develop")
+    code, _, err = _star(
+        capsys, "labels", "import", str(bad), "--lake", str(tmp_path / "lake"), "--dataset", "d", "--split-map", "dev=develop"
+    )
     assert code == 2 and "split must be one of train, val, test" in err
 
 
@@ -67,8 +69,27 @@ def test_options_columns_delimiter_classes_split(tmp_path, capsys):
     classes.write_text("B\nA\nC\n")
     lake = str(tmp_path / "lake")
     code, out, _ = _star(
-        capsys, "labels", "import", str(src), "--lake", lake, "--dataset", "o", "--column", "labels=tags", "--ignore-column", "notes",
-        "--label-delimiter", ";", "--classes", str(classes), "--test-fraction", "0.5", "--seed", "3", "--json",
+        capsys,
+        "labels",
+        "import",
+        str(src),
+        "--lake",
+        lake,
+        "--dataset",
+        "o",
+        "--column",
+        "labels=tags",
+        "--ignore-column",
+        "notes",
+        "--label-delimiter",
+        ";",
+        "--classes",
+        str(classes),
+        "--test-fraction",
+        "0.5",
+        "--seed",
+        "3",
+        "--json",
     )
     assert code == 0
     result = json.loads(out)
@@ -83,8 +104,22 @@ def test_options_columns_delimiter_classes_split(tmp_path, capsys):
 
 def test_activitynet_with_split_map(tmp_path, capsys):
     gt = tmp_path / "gt.json"
-    gt.write_text(json.dumps({"database": {"v1": {"subset": "validation", "duration": 9, "annotations": [{"segment": [1, 2], "label": "A"}]}}}))
-    code, out, _ = _star(capsys, "labels", "import", str(gt), "--lake", str(tmp_path / "lake"), "--dataset", "an", "--split-map", "validation=train", "--json")
+    gt.write_text(
+        json.dumps({"database": {"v1": {"subset": "validation", "duration": 9, "annotations": [{"segment": [1, 2], "label": "A"}]}}})
+    )
+    code, out, _ = _star(
+        capsys,
+        "labels",
+        "import",
+        str(gt),
+        "--lake",
+        str(tmp_path / "lake"),
+        "--dataset",
+        "an",
+        "--split-map",
+        "validation=train",
+        "--json",
+    )
     assert code == 0 and json.loads(out)["splits"] == {"train": 1}
 
 
@@ -94,7 +129,9 @@ def test_datasets_lists_versions_classes_splits_and_features(tmp_path, labels_cs
     assert code == 0 and "no datasets yet" in out
     lake = Lake(lake_uri)
     rng = np.random.default_rng(0)
-    feature_store.write_features(lake, "i3d-x", [VideoFeatures("a", rng.random((4, 3), np.float32), rng.random((4, 3), np.float32), duration_s=2.6)])
+    feature_store.write_features(
+        lake, "i3d-x", [VideoFeatures("a", rng.random((4, 3), np.float32), rng.random((4, 3), np.float32), duration_s=2.6)]
+    )
     assert _star(capsys, "labels", "import", labels_csv, "--lake", lake_uri, "--dataset", "mine")[0] == 0
     code, out, _ = _star(capsys, "datasets", "--lake", lake_uri)
     assert code == 0
@@ -121,7 +158,9 @@ def test_s3_file_and_s3_lake_in_a_subprocess(s3, s3_lake_uri):
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["source"] == src
-    listed = subprocess.run([sys.executable, "-m", "star_cli", "datasets", "--lake", s3_lake_uri, "--json"], capture_output=True, text=True, timeout=120)
+    listed = subprocess.run(
+        [sys.executable, "-m", "star_cli", "datasets", "--lake", s3_lake_uri, "--json"], capture_output=True, text=True, timeout=120
+    )
     (info,) = json.loads(listed.stdout)
     assert info["source"] == src and info["n_videos"] == 3
     assert datasets.load_dataset(Lake(s3_lake_uri), "s3ds").videos[0].source_uri == f"{s3_lake_uri}-inbox/clips/a.mp4"

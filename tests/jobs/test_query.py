@@ -24,12 +24,23 @@ OLD = (TODAY - dt.timedelta(days=20)).isoformat()  # outside it
 
 def _video(video_id: str, n: int = 6, d: int = 4) -> VideoFeatures:
     rng = np.random.default_rng(abs(hash(video_id)) % 2**32)
-    return VideoFeatures(video_id, rng.random((n, d), dtype=np.float32), rng.random((n, d), dtype=np.float32), duration_s=n * 0.64, source_uri=f"s3://archive/{video_id}.mp4")
+    return VideoFeatures(
+        video_id,
+        rng.random((n, d), dtype=np.float32),
+        rng.random((n, d), dtype=np.float32),
+        duration_s=n * 0.64,
+        source_uri=f"s3://archive/{video_id}.mp4",
+    )
 
 
 def _write(lake: Lake, model_version: int, date: str, run_id: str, dets: list[Detection]) -> str:
     table = detio.detections_to_table(
-        dets, model_name="star", model_version=model_version, model_uri=f"models:/star/{model_version}", run_id=run_id, feature_set="fs-test",
+        dets,
+        model_name="star",
+        model_version=model_version,
+        model_uri=f"models:/star/{model_version}",
+        run_id=run_id,
+        feature_set="fs-test",
         detected_at=dt.datetime.fromisoformat(date).replace(tzinfo=dt.timezone.utc),
     )
     return detio.write_detections(lake, detio.shard_path(lake, "star", model_version, date, run_id, 0), table)
@@ -39,17 +50,32 @@ def _write(lake: Lake, model_version: int, date: str, run_id: str, dets: list[De
 def lake(tmp_path) -> Lake:
     lake = Lake(str(tmp_path / "lake"))
     feature_store.write_features(lake, "fs-test", [_video(f"v{i}") for i in range(3)])
-    gt = VideoLabels("v0", "test", ("CricketShot", "CricketBowling"), (1, 1), (Instance("CricketShot", 0.5, 2.0), Instance("CricketBowling", 2.2, 3.0)), duration_s=3.84)
+    gt = VideoLabels(
+        "v0",
+        "test",
+        ("CricketShot", "CricketBowling"),
+        (1, 1),
+        (Instance("CricketShot", 0.5, 2.0), Instance("CricketBowling", 2.2, 3.0)),
+        duration_s=3.84,
+    )
     datasets.save_dataset(lake, "toy", ["CricketBowling", "CricketShot"], [gt])
     # a second version: the labels view must show only this one
-    datasets.save_dataset(lake, "toy", ["CricketBowling", "CricketShot"], [gt, VideoLabels("v1", "train", ("CricketShot",), (1,), duration_s=3.84)])
+    datasets.save_dataset(
+        lake, "toy", ["CricketBowling", "CricketShot"], [gt, VideoLabels("v1", "train", ("CricketShot",), (1,), duration_s=3.84)]
+    )
     _write(lake, 1, OLD, "run-old", [Detection("v0", "CricketShot", 0.0, 3.0, 0.9), Detection("v1", "CricketShot", 0.0, 1.0, 0.4)])
-    _write(lake, 2, RECENT, "run-new", [
-        Detection("v0", "CricketShot", 0.64, 1.92, 0.8),
-        Detection("v0", "CricketBowling", 1.92, 3.2, 0.7),
-        Detection("v1", "CricketShot", 0.0, 2.56, 0.6),
-        Detection("v2", "CricketShot", 1.28, 1.92, 0.3),
-    ])
+    _write(
+        lake,
+        2,
+        RECENT,
+        "run-new",
+        [
+            Detection("v0", "CricketShot", 0.64, 1.92, 0.8),
+            Detection("v0", "CricketBowling", 1.92, 3.2, 0.7),
+            Detection("v1", "CricketShot", 0.0, 2.56, 0.6),
+            Detection("v2", "CricketShot", 1.28, 1.92, 0.3),
+        ],
+    )
     return lake
 
 
@@ -70,7 +96,9 @@ def test_readme_example_queries(lake):
     assert [(r["video_id"], round(r["length_s"], 2)) for r in longest.to_pylist()] == [("v1", 2.56), ("v0", 1.28), ("v2", 0.64)]
     per_day = q.query(lake, q_example("per_day")).to_pylist()
     assert [(str(r["date"]), r["label"], r["detections"]) for r in per_day] == [
-        (OLD, "CricketShot", 2), (RECENT, "CricketBowling", 1), (RECENT, "CricketShot", 3),
+        (OLD, "CricketShot", 2),
+        (RECENT, "CricketBowling", 1),
+        (RECENT, "CricketShot", 3),
     ]
 
 
@@ -166,7 +194,9 @@ def test_query_escapes_are_refused(lake, tmp_path, monkeypatch, name, capsys):
     (outside / ".tmp").mkdir(parents=True)
     monkeypatch.chdir(outside)  # DuckDB's default spill directory is ./.tmp, which it allow-lists
     before = sorted(str(p) for p in tmp_path.rglob("*"))
-    sql = ESCAPES[name].format(outside=outside, junk=lake.path("features/fs-test/part-junk.parquet"), part=lake.list_files(lake.path("features"))[0])
+    sql = ESCAPES[name].format(
+        outside=outside, junk=lake.path("features/fs-test/part-junk.parquet"), part=lake.list_files(lake.path("features"))[0]
+    )
     with pytest.raises(ValueError) as err:
         q.query(lake, sql)
     assert str(err.value).startswith("query")

@@ -65,7 +65,9 @@ def make_tiny_dataset(lake_uri: str, n_train: int = 12, n_test: int = 6, n_class
         vid = f"vid{v:03d}"
         feats.append(VideoFeatures(vid, x["rgb"], x["flow"], 25.0, 16, n * STEP_S))
         split = "train" if v < n_train else "test"
-        labels.append(VideoLabels(vid, split, tuple(classes[c] for c in present), tuple(1 for _ in present), tuple(instances), duration_s=n * STEP_S))
+        labels.append(
+            VideoLabels(vid, split, tuple(classes[c] for c in present), tuple(1 for _ in present), tuple(instances), duration_s=n * STEP_S)
+        )
     lake = Lake(lake_uri)
     half = len(feats) // 2
     write_features(lake, "tinyfs", feats[:half])
@@ -82,7 +84,11 @@ def _latest_checkpoint_detector(lake, run_name: str):
 
     from star_core.detector import StarDetector
 
-    ckpts = sorted(p for p in lake.fs.ls(lake.checkpoints_dir(run_name), detail=False) if p.rstrip("/").rsplit("/", 1)[-1].startswith("checkpoint_epoch_"))
+    ckpts = sorted(
+        p
+        for p in lake.fs.ls(lake.checkpoints_dir(run_name), detail=False)
+        if p.rstrip("/").rsplit("/", 1)[-1].startswith("checkpoint_epoch_")
+    )
     state = torch.load(io.BytesIO(lake.fs.cat_file(f"{ckpts[-1]}/trainer.pt")), map_location="cpu", weights_only=True)
     return StarDetector.from_checkpoint(state["detector"]).eval(), ckpts
 
@@ -168,9 +174,32 @@ def test_cli_builds_typed_config(tmp_path):
     command.add_arguments(parser)
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("train:\n  lr: 0.003\nmodel:\n  hidden_dim: 64\n")
-    args = parser.parse_args(["--lake", "/x", "--dataset", "d", "--workers", "2", "--epochs", "7", "--config", str(cfg_file), "--run-name", "r1", "--no-alias", "model.attn_dim=8"])
+    args = parser.parse_args(
+        [
+            "--lake",
+            "/x",
+            "--dataset",
+            "d",
+            "--workers",
+            "2",
+            "--epochs",
+            "7",
+            "--config",
+            str(cfg_file),
+            "--run-name",
+            "r1",
+            "--no-alias",
+            "model.attn_dim=8",
+        ]
+    )
     cfg = load(args)
-    assert (cfg.storage.lake_uri, args.dataset, cfg.resources.workers, cfg.train_run.run_name, cfg.train_run.alias) == ("/x", "d", 2, "r1", None)
+    assert (cfg.storage.lake_uri, args.dataset, cfg.resources.workers, cfg.train_run.run_name, cfg.train_run.alias) == (
+        "/x",
+        "d",
+        2,
+        "r1",
+        None,
+    )
     assert (cfg.train.epochs, cfg.train.lr, cfg.model.hidden_dim, cfg.model.attn_dim) == (7, 0.003, 64, 8)
     with pytest.raises(ValueError, match="unknown config key"):
         load(parser.parse_args(["--dataset", "d", "train.lrr=1"]))
@@ -210,7 +239,10 @@ def test_embedded_tracking_logs_registers_and_loads_in_fresh_process(tmp_path, m
     assert len(stored) == 1, "the model's artifacts live in the lake"
 
     test_videos = [v for v in read_features(lake, "tinyfs") if v.video_id in {lab.video_id for lab in labels if lab.split == "test"}]
-    expected = [[(d.video_id, d.label, round(d.t_start_s, 4), round(d.t_end_s, 4), round(d.score, 5)) for d in dets] for dets in detector.detect_batch(test_videos)]
+    expected = [
+        [(d.video_id, d.label, round(d.t_start_s, 4), round(d.t_end_s, 4), round(d.score, 5)) for d in dets]
+        for dets in detector.detect_batch(test_videos)
+    ]
     script = textwrap.dedent(
         f"""
         import json
@@ -268,8 +300,14 @@ def test_train_tracks_registers_resumes_and_keeps_champion(tiny_s3_dataset, s3_l
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     lake, classes, feats, labels = tiny_s3_dataset
     name = f"star-{Path(s3_lake_uri).name}"  # own registered model per test run (the server is shared)
-    common = {"storage.lake_uri": s3_lake_uri, "resources.workers": 2, "train_run.model_name": name, "train_run.experiment": "train-job-test",
-              "train.eval_every_epochs": 3, "train_run.max_failures": 0}
+    common = {
+        "storage.lake_uri": s3_lake_uri,
+        "resources.workers": 2,
+        "train_run.model_name": name,
+        "train_run.experiment": "train-job-test",
+        "train.eval_every_epochs": 3,
+        "train_run.max_failures": 0,
+    }
 
     def job(cfg, run_name):
         return replace(cfg, **common, **{"train_run.run_name": run_name})
@@ -299,7 +337,11 @@ def test_train_tracks_registers_resumes_and_keeps_champion(tiny_s3_dataset, s3_l
     assert "plots/loss_curves.png" in plots
     timelines = [a.path for a in client.list_artifacts(first.run_id, "plots/timelines")]
     assert len(timelines) == 3 and all(p.endswith(".png") for p in timelines)
-    png = Path(mlflow.artifacts.download_artifacts(run_id=first.run_id, artifact_path=timelines[0], dst_path=str(tmp_path / "dl"), tracking_uri=mlflow_server))
+    png = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=first.run_id, artifact_path=timelines[0], dst_path=str(tmp_path / "dl"), tracking_uri=mlflow_server
+        )
+    )
     assert png.read_bytes().startswith(b"\x89PNG")
     assert "config.json" in {a.path for a in client.list_artifacts(first.run_id)}
 

@@ -35,7 +35,14 @@ def test_only_endpoints_and_region_are_forwarded():
         "AWS_ENDPOINT_URL": "http://s3.local:9000", "AWS_DEFAULT_REGION": "eu-west-1", "MLFLOW_S3_ENDPOINT_URL": "http://s3.local:9000",
     }
     assert not [k for k in worker_env.FORWARDED_ENV if worker_env.is_credential(k)]
-    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "RAY_AUTH_TOKEN"):
+    for name in (
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SESSION_TOKEN",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_TRACKING_TOKEN",
+        "RAY_AUTH_TOKEN",
+    ):
         assert worker_env.is_credential(name), name
 
 
@@ -62,13 +69,35 @@ def test_train_on_local_ray_and_s3_leaks_no_secret(s3_lake_uri, mlflow_server, t
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # the driver starts its own local Ray
     env.update(
         AWS_SECRET_ACCESS_KEY=secret,  # moto accepts any key: the workers can only have it by inheritance
-        MLFLOW_TRACKING_URI=mlflow_server, MLFLOW_TRACKING_USERNAME="star", MLFLOW_TRACKING_PASSWORD=password,
-        RAY_TMPDIR=str(ray_tmp), PYTHONPATH=str(REPO),
+        MLFLOW_TRACKING_URI=mlflow_server,
+        MLFLOW_TRACKING_USERNAME="star",
+        MLFLOW_TRACKING_PASSWORD=password,
+        RAY_TMPDIR=str(ray_tmp),
+        PYTHONPATH=str(REPO),
     )
     overrides = [f"{k}={v}" for k, v in TINY_MODEL.items() if k != "train.epochs"]
     cmd = [
-        sys.executable, "-m", "star_cli", "train", "--lake", s3_lake_uri, "--dataset", "tiny", "--workers", "1", "--epochs", "2",
-        "--model-name", "", "--experiment", "secret-test", "--run-name", "canary", "--max-failures", "0", *overrides,
+        sys.executable,
+        "-m",
+        "star_cli",
+        "train",
+        "--lake",
+        s3_lake_uri,
+        "--dataset",
+        "tiny",
+        "--workers",
+        "1",
+        "--epochs",
+        "2",
+        "--model-name",
+        "",
+        "--experiment",
+        "secret-test",
+        "--run-name",
+        "canary",
+        "--max-failures",
+        "0",
+        *overrides,
     ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)

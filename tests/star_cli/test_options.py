@@ -115,13 +115,28 @@ def test_json_prints_to_stdout_everywhere():
 def test_precedence_defaults_preset_file_set_positional_flag(tmp_path):
     parser = build_parser("train")
     cfg_file = tmp_path / "c.yaml"
-    cfg_file.write_text("train:\n  epochs: 7\n  lr: 0.002\n  seed: 3\nresources:\n  workers: 3\nstorage:\n  lake_uri: s3://from-file/lake\n")
-    args = parser.parse_args([
-        "--dataset", "d", "--preset", "paper", "--config", str(cfg_file),
-        "--set", "train.lr=0.005", "--set", "train.seed=4", "train.seed=5",
-        "--epochs", "30",  # equal to the default: still wins over the file's 7
-        "--lake", "./star-lake",  # equal to the default: still wins over the file's lake
-    ])
+    cfg_file.write_text(
+        "train:\n  epochs: 7\n  lr: 0.002\n  seed: 3\nresources:\n  workers: 3\nstorage:\n  lake_uri: s3://from-file/lake\n"
+    )
+    args = parser.parse_args(
+        [
+            "--dataset",
+            "d",
+            "--preset",
+            "paper",
+            "--config",
+            str(cfg_file),
+            "--set",
+            "train.lr=0.005",
+            "--set",
+            "train.seed=4",
+            "train.seed=5",
+            "--epochs",
+            "30",  # equal to the default: still wins over the file's 7
+            "--lake",
+            "./star-lake",  # equal to the default: still wins over the file's lake
+        ]
+    )
     cfg = load(args)
     assert cfg.refine.rounds == 0  # from the preset (nothing later sets it)
     assert cfg.resources.workers == 3  # from the file (no flag)
