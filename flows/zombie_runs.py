@@ -12,7 +12,7 @@ Prefect's answer (docs: "How to detect and respond to zombie flows") is two part
   heartbeat, expects another heartbeat or a terminal state event within ``within_s``; when none
   comes, it sets the run ``Crashed`` (which frees its concurrency slot).
 
-Idempotent: ``python -m flows.zombie_runs [--within-s N]`` creates the automation, or updates the
+Idempotent: ``star zombie-runs [--within-s N]`` creates the automation, or updates the
 one of the same name; run it after ``prefect --no-prompt deploy --all`` (docs/prefect.md).
 The window applies to every flow run on the server, also those started with Prefect's default
 heartbeat (180 s): keep it above that, with room for a late heartbeat (``DEFAULT_WITHIN_S``).
@@ -20,8 +20,6 @@ heartbeat (180 s): keep it above that, with room for a late heartbeat (``DEFAULT
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -66,7 +64,7 @@ def zombie_automation(rule: ZombieRule) -> AutomationCore:
         name=AUTOMATION_NAME,
         description=(
             f"Marks a Running flow run Crashed when no {HEARTBEAT_EVENT} (or terminal state) follows its last heartbeat "
-            f"within {rule.within_s} s: its process is gone. Created by `python -m flows.zombie_runs` (star, docs/prefect.md)."
+            f"within {rule.within_s} s: its process is gone. Created by `star zombie-runs` (docs/prefect.md)."
         ),
         enabled=True,
         trigger=EventTrigger(
@@ -102,24 +100,3 @@ def ensure_zombie_automation(rule: ZombieRule = ZombieRule()) -> tuple[UUID, str
         for dup in extra:
             client.delete_automation(dup.id)
         return keep.id, "updated"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.zombie_runs", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--within-s", type=int, default=DEFAULT_WITHIN_S,
-        help=f"seconds without a heartbeat before a Running flow run is marked Crashed (default {DEFAULT_WITHIN_S})",
-    )
-    args = parser.parse_args(argv)
-    try:
-        rule = ZombieRule(within_s=args.within_s)
-    except ValueError as exc:
-        parser.error(str(exc))
-    automation_id, action = ensure_zombie_automation(rule)
-    print(f"automation '{AUTOMATION_NAME}' {action} ({automation_id}): "
-          f"Running flow runs with no heartbeat for {rule.within_s} s -> Crashed")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

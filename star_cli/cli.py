@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lake": ("lake", "check the lake's table files; --quarantine moves unreadable ones aside"),
     "plot": ("plot", "timeline PNG of a video's detections against ground truth"),
     "run-flow": ("run_flow", "run a Prefect flow (train or nightly-detect) in-process"),
+    "zombie-runs": ("zombie_runs", "create/update the Prefect automation that marks flow runs whose heartbeats stopped Crashed"),
 }
 
 

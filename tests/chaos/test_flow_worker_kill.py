@@ -2,7 +2,7 @@
 
 The worker and the flow-run process it started are killed together, as when the worker's machine or
 container goes away. The deployments are set up as docs/prefect.md says: ``prefect deploy --all``
-(heartbeats every 30 s from prefect.yaml) and ``python -m flows.zombie_runs`` (the automation that
+(heartbeats every 30 s from prefect.yaml) and ``star zombie-runs`` (the automation that
 crashes runs whose heartbeats stop; here with a short window). The test asserts that the orphaned run
 becomes Crashed by itself, that a new worker's rerun then completes (the concurrency slot is free),
 and that no detection row is duplicated or lost (counted against the inputs).
@@ -92,8 +92,8 @@ def _deployed_env(stack: Stack, name: str) -> dict:
 
 
 def _zombie_setup(stack: Stack, *args: str) -> str:
-    """``python -m flows.zombie_runs ARGS`` as docs/prefect.md's set-up step, in the user's environment."""
-    cmd = [sys.executable, "-m", "flows.zombie_runs", *args]
+    """``star zombie-runs ARGS`` as docs/prefect.md's set-up step, in the user's environment."""
+    cmd = [sys.executable, "-m", "star_cli", "zombie-runs", *args]
     out = subprocess.run(cmd, cwd=stack.workdir, env=stack.env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
