@@ -18,6 +18,7 @@ detections overlapping ``Ambiguous`` segments are not counted as false positives
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import resource
@@ -28,7 +29,7 @@ from typing import Any, Callable, Sequence
 from star_core.baseline_stpn import STPN_LOCALIZE, StpnConfig
 from star_core.config import StarConfig, flatten, load_config, replace
 from star_core.data import VideoFeatures, VideoLabels
-from star_core.model.config import LocalizeConfig, RefineConfig
+from star_core.model.config import RefineConfig
 
 log = logging.getLogger("star.benchmark")
 
@@ -315,12 +316,9 @@ def benchmark_pairs(
     ``refine_variants``: (name, stage-2 settings) pairs, each self-trained on the main row's stage-1
     model (not retrained) and reported as an "addition" row: one stage-2 option measured on its own.
     """
-    from star_core.baseline_stpn import fit_stpn
-    from star_core.train_loop import fit
-
     t_start = time.monotonic() if t_start is None else t_start
     bench = cfg.benchmark
-    classes = tuple(classes)
+    run = _BenchmarkRun(cfg, tuple(classes), train, test, excluded, on_row)
     log.info(
         "benchmark %s v%d: %d train / %d test videos, feature set %s, %d classes",
         dataset,
@@ -328,12 +326,62 @@ def benchmark_pairs(
         len(train),
         len(test),
         feature_set,
-        len(classes),
+        len(run.classes),
     )
-    rows: list[BenchmarkRow] = []
+    main_modules = tuple(m for m, on in zip(MODULES, (cfg.loss.beta_sparsity > 0, cfg.model.use_coverage, cfg.model.use_ram)) if on)
+    table1_jobs = [tuple(m) for m in TABLE1 if not (tuple(m) == MODULES and main_modules == MODULES)] if bench.ablation else []
+    with _table1_pool(cfg, (dataset, version, feature_set), table1_jobs) as futures:
+        detector, main, diagnostics = run.main_rows(main_modules, refine_variants)
+        run.reference_rows()
+        table2 = run.table2_rows(detector) if bench.ablation else []
+        del detector
+        worker_rss = run.table1_rows(main, table1_jobs, futures) if bench.ablation else 0.0
+        for row in table2:
+            run.add(row)
+    return BenchmarkReport(
+        dataset=dataset,
+        version=version,
+        feature_set=feature_set,
+        n_train=len(train),
+        n_test=len(test),
+        exclude_videos=list(excluded),
+        rows=run.rows,
+        wall_s=time.monotonic() - t_start,
+        peak_rss_mb=peak_rss_mb(),
+        worker_peak_rss_mb=worker_rss,
+        diagnostics=diagnostics,
+        config=flatten(cfg),
+    )
 
-    def add(row: BenchmarkRow) -> None:
-        rows.append(row)
+
+@contextlib.contextmanager
+def _table1_pool(cfg: StarConfig, data: tuple[str, int, str], jobs: Sequence[tuple[str, ...]]):
+    """Futures of the Table 1 rows trained in ``benchmark.processes`` spawned workers ({} when sequential)."""
+    if not jobs or cfg.benchmark.processes <= 1:
+        yield {}
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(max_workers=cfg.benchmark.processes, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {modules: pool.submit(_table1_row, cfg, data, modules) for modules in jobs}
+        log.info("Table 1: %d configurations submitted to %d worker processes", len(jobs), cfg.benchmark.processes)
+        yield futures
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _BenchmarkRun:
+    """The rows of one benchmark, in report order: trains and evaluates each model on the same data."""
+
+    def __init__(self, cfg: StarConfig, classes: tuple[str, ...], train, test, excluded: Sequence[str], on_row) -> None:
+        self.cfg, self.bench, self.classes = cfg, cfg.benchmark, classes
+        self.train, self.test, self.excluded, self.on_row = train, test, excluded, on_row
+        self.rows: list[BenchmarkRow] = []
+
+    def add(self, row: BenchmarkRow) -> None:
+        self.rows.append(row)
         log.info(
             "%-36s avg mAP 0.1:0.5 %.2f  0.1:0.7 %.2f  (train %.0f s, detect %.0f s)",
             row.name,
@@ -342,146 +390,101 @@ def benchmark_pairs(
             row.train_s,
             row.detect_s,
         )
-        if on_row:
-            on_row(row)
+        if self.on_row:
+            self.on_row(row)
 
-    main_modules = tuple(m for m, on in zip(MODULES, (cfg.loss.beta_sparsity > 0, cfg.model.use_coverage, cfg.model.use_ram)) if on)
-    table1_jobs = [tuple(m) for m in TABLE1 if not (tuple(m) == MODULES and main_modules == MODULES)] if bench.ablation else []
-    pool, futures = None, {}
-    if table1_jobs and bench.processes > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+    def row(self, name: str, table: str, detector, localize, train_s: float, settings: dict) -> BenchmarkRow:
+        """Evaluate ``detector`` on the test split with ``localize`` settings: one row."""
+        result, det_s, n = evaluate_detector(detector, self.test, self.classes, localize, self.excluded, self.bench.detect_batch)
+        return _row(name, table, result, train_s, det_s, n, settings)
 
-        pool = ProcessPoolExecutor(max_workers=bench.processes, mp_context=multiprocessing.get_context("spawn"))
-        futures = {modules: pool.submit(_table1_row, cfg, (dataset, version, feature_set), modules) for modules in table1_jobs}
-        log.info("Table 1: %d configurations submitted to %d worker processes", len(table1_jobs), bench.processes)
-    try:
-        # main row: the configured STAR (by default stage 1 + self-training)
-        detector, train_s = _train_star("STAR", train, classes, cfg, bench.device)
-        result, det_s, n = evaluate_detector(detector, test, classes, cfg.localize, excluded, bench.detect_batch)
+    def main_rows(self, main_modules: tuple[str, ...], refine_variants: Sequence[tuple[str, RefineConfig]]):
+        """The configured STAR (by default stage 1 + self-training), what stage 2 adds, and the stage-2 variants.
+
+        Returns:
+            ``(detector, main row, attention diagnostics)``.
+        """
+        cfg = self.cfg
+        detector, train_s = _train_star("STAR", self.train, self.classes, cfg, self.bench.device)
         refined = detector.refiner is not None
         main_name = f"STAR ({module_name(main_modules)})" if len(main_modules) < 3 else "STAR (all modules)"
         main_name += " + self-training" if refined else ""
-        main = _row(
-            main_name,
-            "main",
-            result,
-            train_s,
-            det_s,
-            n,
-            {"modules": list(main_modules), "localizer": cfg.localize.localizer, "refine_rounds": cfg.refine.rounds},
-        )
-        add(main)
-        diagnostics = _diagnostics(detector, test) if bench.diagnostics else {}
+        settings = {"modules": list(main_modules), "localizer": cfg.localize.localizer, "refine_rounds": cfg.refine.rounds}
+        main = self.row(main_name, "main", detector, cfg.localize, train_s, settings)
+        self.add(main)
+        diagnostics = _diagnostics(detector, self.test) if self.bench.diagnostics else {}
         if refined:  # the same stage-1 model without its head: what self-training adds
             loc = dataclasses.replace(cfg.localize, use_refiner=False)
-            result, det_s, n = evaluate_detector(detector, test, classes, loc, excluded, bench.detect_batch)
-            add(_row("STAR stage 1 only (same model, no self-training)", "addition", result, 0.0, det_s, n, {"use_refiner": False}))
+            self.add(self.row("STAR stage 1 only (same model, no self-training)", "addition", detector, loc, 0.0, {"use_refiner": False}))
         for name, refine_cfg in refine_variants:
             t0 = time.monotonic()
-            variant = _refit_stage2(detector, train, refine_cfg)
+            variant = _refit_stage2(detector, self.train, refine_cfg)
             variant_s = time.monotonic() - t0
-            result, det_s, n = evaluate_detector(variant, test, classes, cfg.localize, excluded, bench.detect_batch)
-            add(_row(f"stage 2 variant: {name}", "addition", result, variant_s, det_s, n, {"refine": dataclasses.asdict(refine_cfg)}))
+            self.add(
+                self.row(
+                    f"stage 2 variant: {name}", "addition", variant, cfg.localize, variant_s, {"refine": dataclasses.asdict(refine_cfg)}
+                )
+            )
             del variant
+        return detector, main, diagnostics
 
+    def reference_rows(self) -> None:
+        """The paper preset, the STPN-style baseline and the supervised upper bound (each when enabled)."""
+        from star_core.baseline_stpn import fit_stpn
+
+        cfg, bench = self.cfg, self.bench
         if bench.paper_reference:
             paper = load_config(preset="paper")
             paper = replace(paper, **{"train.seed": cfg.train.seed, "train.batch_size": cfg.train.batch_size})
-            det_p, paper_s = _train_star("STAR paper preset", train, classes, paper, bench.device)
-            result, det_s, n = evaluate_detector(det_p, test, classes, paper.localize, excluded, bench.detect_batch)
-            add(_row("STAR paper preset", "reference", result, paper_s, det_s, n, {"preset": "paper"}))
+            det_p, paper_s = _train_star("STAR paper preset", self.train, self.classes, paper, bench.device)
+            self.add(self.row("STAR paper preset", "reference", det_p, paper.localize, paper_s, {"preset": "paper"}))
             del det_p
-
         if bench.baseline:
             stpn_cfg = stpn_config(cfg)
             t0 = time.monotonic()
-            stpn = fit_stpn(train, classes, stpn_cfg, on_epoch=_epoch_progress("STPN-style baseline", stpn_cfg.epochs), device=bench.device)
+            stpn = fit_stpn(
+                self.train, self.classes, stpn_cfg, on_epoch=_epoch_progress("STPN-style baseline", stpn_cfg.epochs), device=bench.device
+            )
             stpn_s = time.monotonic() - t0
-            result, det_s, n = evaluate_detector(stpn, test, classes, STPN_LOCALIZE, excluded, bench.detect_batch)
-            add(
-                _row(
-                    "STPN-style baseline",
-                    "baseline",
-                    result,
-                    stpn_s,
-                    det_s,
-                    n,
-                    {**dataclasses.asdict(stpn_cfg), "localize": dataclasses.asdict(STPN_LOCALIZE)},
-                )
-            )
-
+            settings = {**dataclasses.asdict(stpn_cfg), "localize": dataclasses.asdict(STPN_LOCALIZE)}
+            self.add(self.row("STPN-style baseline", "baseline", stpn, STPN_LOCALIZE, stpn_s, settings))
         if bench.upper_bound:
-            head, bound_s = _train_upper_bound(train, classes, cfg.refine, bench.device)
-            result, det_s, n = evaluate_detector(head, test, classes, cfg.localize, excluded, bench.detect_batch)
-            add(
-                _row(
-                    "supervised upper bound (segment labels)",
-                    "upper_bound",
-                    result,
-                    bound_s,
-                    det_s,
-                    n,
-                    {"supervision": "segment labels of the train split"},
-                )
-            )
+            head, bound_s = _train_upper_bound(self.train, self.classes, cfg.refine, bench.device)
+            settings = {"supervision": "segment labels of the train split"}
+            self.add(self.row("supervised upper bound (segment labels)", "upper_bound", head, cfg.localize, bound_s, settings))
 
-        table2 = []
-        if bench.ablation:
-            for localizer, label in LOCALIZERS:
-                loc = dataclasses.replace(cfg.localize, localizer=localizer)
-                result, det_s, n = evaluate_detector(detector, test, classes, loc, excluded, bench.detect_batch)
-                table2.append(_row(label, "table2", result, 0.0, det_s, n, {"localizer": localizer}))
-        del detector
+    def table2_rows(self, detector) -> list[BenchmarkRow]:
+        """Table 2: the main model's detections with each localizer (no retraining; reported last)."""
+        loc = self.cfg.localize
+        return [
+            self.row(label, "table2", detector, dataclasses.replace(loc, localizer=localizer), 0.0, {"localizer": localizer})
+            for localizer, label in LOCALIZERS
+        ]
+
+    def table1_rows(self, main: BenchmarkRow, jobs: Sequence[tuple[str, ...]], futures: dict) -> float:
+        """Table 1: every module combination (from the workers' futures, or trained here); returns the workers' peak RSS (MB)."""
+        from star_core.train_loop import fit
 
         worker_rss = 0.0
-        for modules in TABLE1 if bench.ablation else ():
+        for modules in TABLE1:
             modules = tuple(modules)
-            if modules not in table1_jobs:  # the all-modules row is the main model
-                add(
-                    BenchmarkRow(
-                        module_name(modules),
-                        "table1",
-                        dict(main.map),
-                        main.avg_0_1_0_5,
-                        main.avg_0_1_0_7,
-                        main.train_s,
-                        main.detect_s,
-                        main.n_detections,
-                        {"modules": list(modules), "same_as": "main"},
-                    )
-                )
+            if modules not in jobs:  # the all-modules row is the main model
+                same = {"modules": list(modules), "same_as": "main"}
+                self.add(BenchmarkRow(
+                    module_name(modules), "table1", dict(main.map), main.avg_0_1_0_5, main.avg_0_1_0_7, main.train_s, main.detect_s,
+                    main.n_detections, same,
+                ))
             elif modules in futures:
                 row, rss = futures[modules].result()
                 worker_rss = max(worker_rss, rss)
-                add(row)
+                self.add(row)
             else:
-                log.info("training %s: %d epochs x 2 streams", module_name(modules), cfg.train.epochs)
+                log.info("training %s: %d epochs x 2 streams", module_name(modules), self.cfg.train.epochs)
                 t0 = time.monotonic()
-                det_k = fit(train, classes, module_config(cfg, modules), device=bench.device)
+                det_k = fit(self.train, self.classes, module_config(self.cfg, modules), device=self.bench.device)
                 train_k = time.monotonic() - t0
-                result, det_s, n = evaluate_detector(det_k, test, classes, cfg.localize, excluded, bench.detect_batch)
-                add(_row(module_name(modules), "table1", result, train_k, det_s, n, {"modules": list(modules)}))
-        for row in table2:
-            add(row)
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    return BenchmarkReport(
-        dataset=dataset,
-        version=version,
-        feature_set=feature_set,
-        n_train=len(train),
-        n_test=len(test),
-        exclude_videos=list(excluded),
-        rows=rows,
-        wall_s=time.monotonic() - t_start,
-        peak_rss_mb=peak_rss_mb(),
-        worker_peak_rss_mb=worker_rss,
-        diagnostics=diagnostics,
-        config=flatten(cfg),
-    )
+                self.add(self.row(module_name(modules), "table1", det_k, self.cfg.localize, train_k, {"modules": list(modules)}))
+        return worker_rss
 
 
 def _epoch_progress(name: str, epochs: int) -> Callable[[int, dict[str, float]], None]:
