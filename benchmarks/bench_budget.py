@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tag = args.tag or f"d{args.feat_dim}"
     (out / f"budget-{tag}.md").write_text(text + "\n")
-    (out / f"budget-{tag}.json").write_text(json.dumps({"settings": settings, "seeds": seeds, "args": vars(args), "results": results}, indent=1))
+    (out / f"budget-{tag}.json").write_text(
+        json.dumps({"settings": settings, "seeds": seeds, "args": vars(args), "results": results}, indent=1)
+    )
     return 0
 
 

@@ -130,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
 
     ensure_standin(args.lake, args.dataset, args.standin_dir, args.seed)
     rows = [bench_one(args, w) for w in args.workers]
-    header = "| workers | s/epoch (median) | first epoch s | worker peak RSS MiB | driver peak RSS MiB | train() wall s | eval s | avg mAP 0.1:0.7 |"
+    header = (
+        "| workers | s/epoch (median) | first epoch s | worker peak RSS MiB | driver peak RSS MiB "
+        "| train() wall s | eval s | avg mAP 0.1:0.7 |"
+    )
     print(header)
     print("|---|---|---|---|---|---|---|---|")
 

@@ -146,7 +146,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     summary["detect"] = detected.summary() if hasattr(detected, "summary") else str(detected)
 
     t = _step(6, total, "querying the detections (star query)")
-    sql = "SELECT label, count(*) AS detections, round(avg(t_end_s - t_start_s), 2) AS mean_length_s, round(max(score), 3) AS best_score FROM detections GROUP BY label ORDER BY label"
+    sql = (
+        "SELECT label, count(*) AS detections, round(avg(t_end_s - t_start_s), 2) AS mean_length_s, round(max(score), 3) AS best_score "
+        "FROM detections GROUP BY label ORDER BY label"
+    )
     table = query_job.query(lake, sql)
     summary["query"] = sql
 

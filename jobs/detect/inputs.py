@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-SPLITS = ("train", "val", "test")
+from star_core.data import SPLIT_NAMES
 
 
 @dataclass(frozen=True)
@@ -34,5 +34,5 @@ class DetectInputs:
                 dt.date.fromisoformat(self.date)
             except ValueError:
                 raise ValueError(f"detect: date {self.date!r} is not YYYY-MM-DD") from None
-        if self.split is not None and self.split not in SPLITS:
-            raise ValueError(f"detect: split {self.split!r} must be train, val or test")
+        if self.split is not None and self.split not in SPLIT_NAMES:
+            raise ValueError(f"detect: split {self.split!r} must be one of {', '.join(SPLIT_NAMES)}")

@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "import",
         help="import a label file as a (new version of a) dataset",
         description="Import video-level labels (CSV, JSON Lines, Parquet, ActivityNet-style JSON) as a versioned dataset.",
-        epilog=f"fields: {', '.join(ALIASES)} (video and labels required). Example: star labels import labels.csv --lake s3://bucket/lake --dataset mine",
+        epilog=f"fields: {', '.join(ALIASES)} (video and labels required). "
+        "Example: star labels import labels.csv --lake s3://bucket/lake --dataset mine",
     )
     imp.add_argument("file", help="label file: local path or URI (s3://..., memory://...)")
     setting(imp, "--lake", key="storage.lake_uri")

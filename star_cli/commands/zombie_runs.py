@@ -22,5 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     rule = ZombieRule(within_s=args.within_s)  # ValueError (a window shorter than two heartbeats): exit 2
     automation_id, action = ensure_zombie_automation(rule)
-    print(f"automation '{AUTOMATION_NAME}' {action} ({automation_id}): Running flow runs with no heartbeat for {rule.within_s} s -> Crashed")
+    print(
+        f"automation '{AUTOMATION_NAME}' {action} ({automation_id}): Running flow runs with no heartbeat for {rule.within_s} s -> Crashed"
+    )
     return 0

@@ -80,7 +80,8 @@ class LocalizeConfig:
     threshold_space: ThresholdSpace = "log"
     proposal_score: ProposalScore = "mean"  # "mean" (Eq. 14) | "contrast" (Eq. 14 mean minus mean of the flanks, beyond paper)
     max_steps: int = 0  # decoding steps at detection (0 = the model's max_steps)
-    attention_scale: Literal["none", "max"] = "none"  # "max": α / max_i α per stream and step before the λ-fusion | "none": raw α (paper)
+    # "max": α / max_i α per stream and step before the λ-fusion | "none": raw α (paper)
+    attention_scale: Literal["none", "max"] = "none"
     use_refiner: bool = True  # localize with the self-trained segment head when the model has one (star_core.refine)
 
 

@@ -43,6 +43,8 @@ class FeatureConfig:
 
     def feature_set(self, weights_digest: str = "random") -> str:
         """Name of the feature set; features of different extractor settings never mix."""
-        key = f"{self.fps:g}|{self.segment_frames}|{self.resize_short_side}|{self.crop_size}|{self.flow}|{self.tail_policy}|{weights_digest}"
+        key = (
+            f"{self.fps:g}|{self.segment_frames}|{self.resize_short_side}|{self.crop_size}|{self.flow}|{self.tail_policy}|{weights_digest}"
+        )
         digest = hashlib.sha1(key.encode()).hexdigest()[:8]
         return f"i3d-{self.flow}-{self.fps:g}fps-{self.segment_frames}f-{digest}"

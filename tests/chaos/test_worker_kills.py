@@ -197,7 +197,8 @@ def test_training_worker_killed_mid_epoch(ray_address, tmp_path, monkeypatch):
 
 def test_detect_actor_killed_mid_detection(ray_address, tmp_path, monkeypatch):
     """`star detect` (python -m star_cli detect) on the `ray start` cluster; the model-holding Ray Data actor
-    (``ray::_MapWorker`` of ``MapBatches(DetectBatch)``, the only map actor of the job) is SIGKILLed while it starts (loading the model), all videos to go.
+    (``ray::_MapWorker`` of ``MapBatches(DetectBatch)``, the only map actor of the job) is SIGKILLed while it
+    starts (loading the model), all videos to go.
 
     On tiny data the actor detects all 40 videos within about 1 s of loading the model (measured: 10-18 s
     of start-up, then 1 s), so a kill between batches cannot be placed reliably; the start-up window can."""

@@ -156,7 +156,18 @@ KUBERAY = _of_kind("RayJob", "RayCluster")
 
 def test_every_kind_of_manifest_is_present():
     kinds = {d["kind"] for _, d in DOCS}
-    assert {"RayJob", "RayCluster", "Deployment", "Service", "Secret", "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Namespace"} <= kinds
+    assert {
+        "RayJob",
+        "RayCluster",
+        "Deployment",
+        "Service",
+        "Secret",
+        "ConfigMap",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Namespace",
+    } <= kinds
     jobs = {d["spec"]["entrypoint"].split()[1] for _, d in _of_kind("RayJob")}
     assert jobs == set(CONTRACT_JOBS)
 

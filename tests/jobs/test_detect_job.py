@@ -224,7 +224,10 @@ def test_detect_on_s3_with_registry_incremental(s3_lake_uri, ray_address, mlflow
 
     # --- star query on s3:// returns exactly the Parquet rows
     capsys.readouterr()  # drop what the job printed
-    sql = f"SELECT video_id, label, t_start_s, t_end_s, score, run_id FROM detections WHERE model = '{name}-v{version}' AND date = DATE '{DATE1}'"
+    sql = (
+        "SELECT video_id, label, t_start_s, t_end_s, score, run_id FROM detections "
+        f"WHERE model = '{name}-v{version}' AND date = DATE '{DATE1}'"
+    )
     assert star(["query", sql, "--lake", s3_lake_uri, "--format", "json"]) == 0
     got = json.loads(capsys.readouterr().out)
     key = lambda r: (r["video_id"], r["label"], r["t_start_s"], r["t_end_s"])  # noqa: E731

@@ -251,7 +251,10 @@ def test_embedded_tracking_logs_registers_and_loads_in_fresh_process(tmp_path, m
         from star_core.io.feature_store import read_features
         det, ref = load_detector("models:/star@champion", "{uri}")
         videos = [v for v in read_features(Lake("{lake.uri}"), "tinyfs") if v.video_id in {sorted(v.video_id for v in test_videos)!r}]
-        out = [[(d.video_id, d.label, round(d.t_start_s, 4), round(d.t_end_s, 4), round(d.score, 5)) for d in dets] for dets in det.detect_batch(videos)]
+        out = [
+            [(d.video_id, d.label, round(d.t_start_s, 4), round(d.t_end_s, 4), round(d.score, 5)) for d in dets]
+            for dets in det.detect_batch(videos)
+        ]
         print("RESULT" + json.dumps({{"ref": [ref.name, ref.version, ref.run_id, list(ref.classes)], "dets": out}}))
         """
     )

@@ -239,7 +239,10 @@ def test_cli_import_and_bad_input(wtalc, basnet, tmp_path, capsys):
     lake = str(tmp_path / "cli-lake")
     assert main(["import", "basnet", "--root", str(basnet), "--lake", lake, "--dataset", "b"]) == 0
     assert "dataset b v1 created: 5 videos" in capsys.readouterr().out
-    assert main(["import", "wtalc", "--features", str(tmp_path / "nope.npy"), "--annotations", str(ann), "--lake", lake, "--dataset", "w"]) == 2
+    assert (
+        main(["import", "wtalc", "--features", str(tmp_path / "nope.npy"), "--annotations", str(ann), "--lake", lake, "--dataset", "w"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "nope.npy: file not found" in err and "Traceback" not in err
 
